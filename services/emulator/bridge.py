@@ -1,0 +1,107 @@
+"""The worker's end of the Lua bridge (see lua/bridge.lua for the byte layout).
+
+MAME connects to a loopback port the worker listens on; every game tick it sends an 8-byte
+header and RAM $0000-$03FF and blocks until the worker's 4-byte reply arrives.  Replying is on
+MAME's critical path, so callers reply first and do their bookkeeping afterwards.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+RAM_BYTES = 0x400
+HEADER = struct.Struct("<ccBBI")
+MESSAGE_BYTES = HEADER.size + RAM_BYTES
+REPLY = struct.Struct("<BBbB")
+
+CMD_ACT, CMD_SAVE, CMD_LOAD, CMD_EXIT = 0, 1, 2, 3
+FLAG_LOADED, FLAG_SAVED = 1, 2
+
+
+class BridgeClosed(ConnectionError):
+    """MAME went away or stopped talking within the timeout."""
+
+
+@dataclass
+class TickMessage:
+    kind: str           # "H" hello or "S" state
+    flags: int          # FLAG_LOADED / FLAG_SAVED
+    video_frame: int    # MAME video frames since it started
+    ram: np.ndarray     # uint8[1024], a copy owned by the caller
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.flags & FLAG_LOADED)
+
+    @property
+    def saved(self) -> bool:
+        return bool(self.flags & FLAG_SAVED)
+
+
+class BridgeServer:
+    """Listens on 127.0.0.1 (port 0 picks a free one) and serves one MAME connection at a time."""
+
+    def __init__(self, port: int = 0):
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", port))
+        self._listener.listen(1)
+        self.port = self._listener.getsockname()[1]
+        self._conn: socket.socket | None = None
+        self._buf = bytearray(MESSAGE_BYTES)
+        self._view = memoryview(self._buf)
+
+    def accept(self, timeout: float) -> TickMessage:
+        """Wait for MAME to connect; returns its hello message."""
+        self.drop_connection()
+        self._listener.settimeout(timeout)
+        try:
+            conn, _ = self._listener.accept()
+        except socket.timeout as exc:
+            raise BridgeClosed(f"MAME did not connect within {timeout:.0f} s") from exc
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._conn = conn
+        return self.receive(timeout)
+
+    def receive(self, timeout: float) -> TickMessage:
+        if self._conn is None:
+            raise BridgeClosed("no MAME connection")
+        self._conn.settimeout(timeout)
+        got = 0
+        try:
+            while got < MESSAGE_BYTES:
+                n = self._conn.recv_into(self._view[got:], MESSAGE_BYTES - got)
+                if n == 0:
+                    raise BridgeClosed("MAME closed the bridge connection")
+                got += n
+        except socket.timeout as exc:
+            raise BridgeClosed(f"no game tick from MAME for {timeout:.0f} s") from exc
+        except OSError as exc:
+            raise BridgeClosed(f"bridge connection failed: {exc}") from exc
+        magic, kind, flags, _, frame = HEADER.unpack_from(self._buf)
+        if magic != b"T" or kind not in (b"H", b"S"):
+            raise BridgeClosed(f"bridge protocol error: header {bytes(self._buf[:8])!r}")
+        ram = np.frombuffer(bytes(self._view[HEADER.size:]), dtype=np.uint8)
+        return TickMessage(kind.decode(), flags, frame, ram)
+
+    def reply(self, command: int = CMD_ACT, fire: bool = False, zap: bool = False, spinner: int = 0) -> None:
+        if self._conn is None:
+            raise BridgeClosed("no MAME connection")
+        try:
+            self._conn.sendall(REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, 0))
+        except OSError as exc:
+            raise BridgeClosed(f"bridge send failed: {exc}") from exc
+
+    def drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def close(self) -> None:
+        self.drop_connection()
+        self._listener.close()

@@ -1,0 +1,169 @@
+"""Game ticks -> one-step transition records and episode summaries (pure: no I/O, no clock).
+
+An episode is one life.  It opens on the first tick that is in play or zoom with the player
+alive, and it ends:
+  - terminal: at the death edge ($0201 bit 7 sets); the record of the action before the edge
+    carries the death penalty and terminal=True;
+  - truncated: when MAME restarts, the worker stops, or a reset cuts it; the last state seen
+    becomes a record with truncated=True and no action (action -1): it only bootstraps.
+Only play (0x04) and zoom (0x20) ticks become records; ticks in between (death animation, level
+select, attract, high-score entry, the short states between levels) are skipped, and score that
+changes during skipped ticks of a live episode is credited to the pending action.
+Record t is emitted once tick t+1 shows its outcome (reward = score delta, scaled and clipped,
+minus the death penalty on the death edge).  Shaping reward is kept apart: the survival bonus
+per tick, 0 by default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tempest_common.game_state import GameState
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    scale: float = 0.01          # game reward per point
+    clip: float = 10.0           # |scaled score delta| per step is clipped to this
+    death_penalty: float = 5.0   # subtracted on the death edge (in reward units)
+    survival_bonus: float = 0.0  # shaping reward per tick alive, stored apart
+
+
+def game_reward(score_delta: int, died: bool, cfg: RewardConfig) -> float:
+    r = float(np.clip(score_delta * cfg.scale, -cfg.clip, cfg.clip))
+    return r - cfg.death_penalty if died else r
+
+
+@dataclass
+class Record:
+    """One-step transition record, as the replay stores it."""
+    episode_id: int
+    step: int
+    actor: int
+    action: int                 # -1 for a truncated episode's bootstrap-only last record
+    reward_game: float
+    reward_shaping: float
+    terminal: bool
+    truncated: bool
+    state: np.ndarray           # float32[STATE_SIZE]
+
+
+@dataclass
+class EpisodeEnd:
+    episode_id: int
+    game_id: int
+    evaluation: bool
+    length: int                 # records (ticks with an action) in the episode
+    game_reward: float
+    shaping_reward: float
+    score: int                  # points gained in this life, first tick to the end
+    game_score: int             # the game's BCD score at the end
+    level: int
+    end: str                    # "terminal" | "truncated"
+    game_over: bool             # the life that ended was the last one
+    actor_counts: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    state: np.ndarray
+    action: int
+    actor: int
+    score: int
+
+
+class EpisodeTracker:
+    """Feed every tick with `observe`; collect records and episode ends from its outputs."""
+
+    def __init__(self, reward: RewardConfig = RewardConfig(), first_episode_id: int = 0):
+        self.reward = reward
+        self.next_episode_id = first_episode_id
+        self.game_id = 0
+        self.episode_id: int | None = None
+        self._step = 0
+        self._pending: _Pending | None = None
+        self._last: tuple[np.ndarray, int] | None = None  # last in-play state and score
+        self._start_score = 0
+        self._game_reward = 0.0
+        self._shaping = 0.0
+        self._actors: dict[int, int] = {}
+        self._evaluation = False
+        self._last_score = 0
+        self._level = 0
+
+    @property
+    def in_episode(self) -> bool:
+        return self.episode_id is not None
+
+    def observe(self, s: GameState, vector: np.ndarray, action: int, actor: int,
+                evaluation: bool = False) -> tuple[list[Record], list[EpisodeEnd]]:
+        """One tick: state `s` (single GameState), its vector, the action chosen for it."""
+        records: list[Record] = []
+        ends: list[EpisodeEnd] = []
+        score = int(s.score)
+        if score < self._last_score:
+            self.game_id += 1  # the score went back to 0: a new game started
+        self._last_score = score
+        in_play = bool(s.in_play)
+        alive = bool(s.player_alive)
+
+        if self.in_episode and not alive:
+            # Death edge: the pending action led to it.
+            if self._pending is not None:
+                records.append(self._outcome(score, died=True))
+            ends.append(self._close(score, int(s.level), "terminal", game_over=int(s.lives) <= 1))
+            return records, ends
+        if self.in_episode and in_play and self._pending is not None:
+            records.append(self._outcome(score, died=False))
+        if not self.in_episode and in_play and alive:
+            self._open(score, evaluation)
+        if self.in_episode and in_play:
+            self._pending = _Pending(np.asarray(vector, np.float32), int(action), int(actor), score)
+            self._last = (self._pending.state, score)
+            self._level = int(s.level)
+        return records, ends
+
+    def truncate(self) -> tuple[list[Record], list[EpisodeEnd]]:
+        """Cut the open episode (MAME lost, worker stopping, env reset)."""
+        if not self.in_episode:
+            return [], []
+        records = []
+        score = self._last[1] if self._last else self._start_score
+        if self._pending is not None:
+            p = self._pending
+            records.append(Record(self.episode_id, self._step, p.actor, -1, 0.0, 0.0, False, True, p.state))
+        return records, [self._close(score, self._level, "truncated", game_over=False)]
+
+    # -- internals -------------------------------------------------------------------------
+    def _open(self, score: int, evaluation: bool) -> None:
+        self.episode_id = self.next_episode_id
+        self.next_episode_id += 1
+        self._step = 0
+        self._start_score = score
+        self._game_reward = self._shaping = 0.0
+        self._actors = {}
+        self._evaluation = evaluation
+        self._pending = None
+        self._last = None
+
+    def _outcome(self, score: int, died: bool) -> Record:
+        p = self._pending
+        r = game_reward(score - p.score, died, self.reward)
+        shaping = 0.0 if died else self.reward.survival_bonus
+        rec = Record(self.episode_id, self._step, p.actor, p.action, r, shaping, died, False, p.state)
+        self._step += 1
+        self._game_reward += r
+        self._shaping += shaping
+        self._actors[p.actor] = self._actors.get(p.actor, 0) + 1
+        self._pending = None
+        return rec
+
+    def _close(self, score: int, level: int, end: str, game_over: bool) -> EpisodeEnd:
+        out = EpisodeEnd(self.episode_id, self.game_id, self._evaluation, self._step, self._game_reward,
+                         self._shaping, score - self._start_score, score, level, end, game_over,
+                         dict(self._actors))
+        self.episode_id = None
+        self._pending = None
+        self._last = None
+        return out

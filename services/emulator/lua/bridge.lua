@@ -1,0 +1,130 @@
+-- Tempest bridge: runs inside MAME (autoboot script), talks to its emulator worker.
+--
+-- Protocol (loopback TCP, MAME is the client, the worker listens on TEMPEST_BRIDGE_PORT):
+--   MAME -> worker, once per game tick ($0003 changed), and once right after a save or load:
+--     8-byte header: 'T', kind ('H' hello | 'S' state), flags (bit0 loaded, bit1 saved), 0,
+--                    uint32 LE video frame number; then RAM $0000-$03FF (1024 bytes).
+--   worker -> MAME, one reply per message: 4 bytes:
+--     command (0 act | 1 save state | 2 load state | 3 exit), buttons (bit0 fire, bit1 zap),
+--     spinner delta (int8, written to $0050 every video frame), 0.
+-- Only game ticks are sent (~46% of video frames in play): frames where $0003 did not change
+-- carry no new state.  Outside play and zoom the script drives the game itself (free play,
+-- start in attract mode, fire in level select and high-score entry), so the worker's action
+-- there is ignored.  If the worker does not answer within TEMPEST_BRIDGE_TIMEOUT_S seconds (it
+-- died or went away) MAME exits: headless MAME ignores SIGTERM, so it must stop itself.
+
+local PORT = os.getenv("TEMPEST_BRIDGE_PORT")
+local TIMEOUT_S = tonumber(os.getenv("TEMPEST_BRIDGE_TIMEOUT_S") or "10")
+local STATE_NAME = os.getenv("TEMPEST_BRIDGE_STATE_NAME") or "start"
+
+local GS_PLAY, GS_ZOOM, GS_LEVEL_SELECT, GS_HIGH_SCORE = 0x04, 0x20, 0x16, 0x12
+
+local machine = manager.machine
+local mem = machine.devices[":maincpu"].spaces["program"]
+local fire_field = machine.ioport.ports[":BUTTONSP1"].fields["P1 Button 1"]
+local zap_field = machine.ioport.ports[":BUTTONSP1"].fields["P1 Button 2"]
+local start_field = machine.ioport.ports[":IN2"].fields["1 Player Start"]
+
+local sock = nil
+local video_frame = 0
+local prev_tick = nil       -- last seen $0003; nil forces a message on the next frame
+local pending_flags = 0     -- flags for the next message (loaded / saved)
+local nav_frames = 0        -- frame counter for the script's own menu presses
+local fire, zap, spin = 0, 0, 0
+local exiting = false
+
+local function quit(why)
+  if not exiting then
+    exiting = true
+    print("tempest bridge: exiting MAME: " .. why)
+    machine:exit()
+  end
+end
+
+local function connect()
+  if PORT == nil then quit("TEMPEST_BRIDGE_PORT is not set"); return end
+  sock = emu.file("rw")
+  local err = sock:open("socket.127.0.0.1:" .. PORT)
+  if err ~= nil then quit("cannot connect to worker on port " .. PORT .. ": " .. tostring(err)); sock = nil end
+end
+
+local function read_exact(n)
+  local buf = ""
+  local deadline = os.time() + TIMEOUT_S
+  while #buf < n do
+    local chunk = sock:read(n - #buf)
+    if chunk ~= nil and #chunk > 0 then
+      buf = buf .. chunk
+    elseif os.time() > deadline then
+      return nil
+    end
+  end
+  return buf
+end
+
+local function neutral_inputs()
+  fire, zap, spin = 0, 0, 0
+  fire_field:set_value(0); zap_field:set_value(0); start_field:set_value(0)
+end
+
+-- One request/reply with the worker; returns false when the worker is gone.
+local function exchange(kind)
+  local header = string.pack("<c1c1BBI4", "T", kind, pending_flags, 0, video_frame)
+  pending_flags = 0
+  local ok = pcall(function() sock:write(header .. mem:read_range(0x0000, 0x03FF, 8)) end)
+  if not ok then quit("write to worker failed"); return false end
+  local reply = read_exact(4)
+  if reply == nil then quit("no reply from worker for " .. TIMEOUT_S .. " s"); return false end
+  local cmd, buttons, spinner = string.unpack("<BBb", reply)
+  if cmd == 3 then quit("worker asked to exit"); return false end
+  if cmd == 1 or cmd == 2 then
+    -- Determinism: inputs neutral on the frame of the call, and the tick detector and the
+    -- menu counter restart at the same point after a save and after a load.
+    neutral_inputs()
+    if cmd == 1 then machine:save(STATE_NAME); pending_flags = 2
+    else machine:load(STATE_NAME); pending_flags = 1 end
+    prev_tick = nil
+    nav_frames = 0
+    return true
+  end
+  fire = buttons & 1
+  zap = (buttons >> 1) & 1
+  spin = spinner
+  return true
+end
+
+-- Outside play the game needs a start press (attract) or fire (level select, high scores).
+local function navigate(gamestate)
+  nav_frames = nav_frames + 1
+  local attract = (mem:read_u8(0x0005) & 0x80) == 0
+  start_field:set_value((attract and nav_frames % 50 < 5) and 1 or 0)
+  local press = (gamestate == GS_LEVEL_SELECT or gamestate == GS_HIGH_SCORE) and nav_frames % 20 < 3
+  fire_field:set_value(press and 1 or 0)
+  zap_field:set_value(0)
+end
+
+local function on_frame()
+  if exiting then return end
+  if sock == nil then connect(); if sock == nil then return end
+    if not exchange("H") then return end
+  end
+  video_frame = video_frame + 1
+  mem:write_u8(0x0006, 2)  -- free play: credits always available
+  local tick = mem:read_u8(0x0003)
+  if tick ~= prev_tick then
+    prev_tick = tick
+    if not exchange("S") then return end
+    if pending_flags ~= 0 then return end  -- a save or load was just scheduled
+  end
+  local gamestate = mem:read_u8(0x0000)
+  if gamestate == GS_PLAY or gamestate == GS_ZOOM then
+    start_field:set_value(0)
+    fire_field:set_value(fire)
+    zap_field:set_value(zap)
+    mem:write_u8(0x0050, spin & 0xFF)
+  else
+    navigate(gamestate)
+  end
+end
+
+emu.register_frame_done(on_frame, "tempest_bridge")

@@ -1,0 +1,59 @@
+"""The joint action space: 4 fire/zap combinations x 11 spinner speeds = 44 discrete actions.
+
+    index = buttons * 11 + spinner_index
+    buttons:        0 none, 1 fire, 2 superzapper, 3 fire + superzapper
+    spinner speeds: -12 -9 -6 -3 -1 0 +1 +3 +6 +9 +12  (signed delta written to $0050 per frame;
+                    positive = clockwise / increasing lane)
+
+The superzapper is gated: `gate_zap` turns a zap action into the same action without the zap
+unless the level still has a use left and the cooldown since the last zap has passed.  Learners
+otherwise spam it (the predecessor's experience), and a zap the game ignores is noise.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+SPINNER_SPEEDS = np.array([-12, -9, -6, -3, -1, 0, 1, 3, 6, 9, 12], dtype=np.int8)
+NUM_SPINNER = len(SPINNER_SPEEDS)
+NUM_BUTTONS = 4
+NUM_ACTIONS = NUM_BUTTONS * NUM_SPINNER
+NOOP = 5  # no buttons, spinner 0
+ZAP_USES_PER_LEVEL = 2
+ZAP_COOLDOWN_TICKS = 60
+
+
+class Action(NamedTuple):
+    fire: bool
+    zap: bool
+    spinner: int
+
+
+def encode_action(fire: bool, zap: bool, spinner_index: int) -> int:
+    if not 0 <= spinner_index < NUM_SPINNER:
+        raise ValueError(f"spinner_index must be 0..{NUM_SPINNER - 1}, got {spinner_index}")
+    return (int(bool(fire)) | (int(bool(zap)) << 1)) * NUM_SPINNER + spinner_index
+
+
+def spinner_index(speed: int) -> int:
+    """Index of the listed speed closest to `speed`."""
+    return int(np.argmin(np.abs(SPINNER_SPEEDS.astype(np.int64) - int(speed))))
+
+
+def decode_action(index: int) -> Action:
+    if not 0 <= int(index) < NUM_ACTIONS:
+        raise ValueError(f"action index must be 0..{NUM_ACTIONS - 1}, got {index}")
+    buttons, spin = divmod(int(index), NUM_SPINNER)
+    return Action(bool(buttons & 1), bool(buttons & 2), int(SPINNER_SPEEDS[spin]))
+
+
+def action_has_zap(index) -> np.ndarray:
+    return (np.asarray(index) // NUM_SPINNER & 2) != 0
+
+
+def gate_zap(index, zaps_used, ticks_since_zap) -> np.ndarray:
+    """Drop the zap bit unless a use is left this level and the cooldown has passed (vectorised)."""
+    index = np.asarray(index, dtype=np.int64)
+    allowed = (np.asarray(zaps_used) < ZAP_USES_PER_LEVEL) & (np.asarray(ticks_since_zap) >= ZAP_COOLDOWN_TICKS)
+    return np.where(action_has_zap(index) & ~allowed, index - 2 * NUM_SPINNER, index)

@@ -1,0 +1,334 @@
+"""Every message the services exchange, as plain dataclasses (the schema; `wire.py` encodes them).
+
+One class per arrow in DESIGN.md's service diagram:
+
+    emulator --PUSH--> replay    TransitionBatch            ("transitions")
+    emulator --PUSH--> learner   EpisodeSummary, Heartbeat  ("episode", "heartbeat")
+    emulator <-DEALER-> expert   ExpertRequest / ExpertReply
+    learner  <-REQ---> replay    SampleRequest / SampleReply, PriorityUpdate / Ack
+    learner  --PUB---> emulator  WeightsSchedule            ("weights")
+    operator <-REQ---> learner   ControlRequest / ControlReply (live settings)
+
+Each field declares its wire type with `_f(...)` (metadata read by wire.py) so the field order of
+the dataclass *is* the wire order and there is no second list to keep in sync.  Array fields also
+declare the allowed dtypes, the number of dimensions and whether they are per-row (all per-row
+arrays of one message share the leading batch size B); `Message.validate()` checks those, and
+`wire.encode`/`wire.decode` call it, so a malformed batch is rejected at both ends.
+
+Classes are frozen (fields cannot be reassigned) and compare by identity (eq=False) because
+numpy arrays have no single truth value; the arrays themselves stay mutable ("frozen-ish").
+This module must not import zmq: the schema is usable without any transport.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tempest_common.game_state import GameState
+
+# Who chose a transition's action (TransitionBatch.actor, SampleReply.actor, actor_counts keys).
+ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM, ACTOR_EVALUATION = 0, 1, 2, 3
+ACTOR_NAMES = ("expert", "network", "random", "evaluation")
+NO_ACTION = -1  # TransitionBatch.action of a truncated episode's last record (bootstrap only)
+
+WIRE_TYPES = ("int", "float", "str", "bool", "array", "dict", "optional_str", "gamestate",
+              "arrays", "list_int")
+_FLOATS = ("float16", "float32")  # states may travel as float16 (DESIGN.md, Wire)
+
+
+def _f(wire: str, dtype: str | tuple[str, ...] | None = None, ndim: int | None = None,
+       rows: bool = False):
+    """Declare a field's wire type; for arrays: allowed dtype(s), ndim, and per-row (shares B)."""
+    assert wire in WIRE_TYPES, wire
+    dtypes = (dtype,) if isinstance(dtype, str) else dtype
+    return field(metadata={"wire": wire, "dtypes": dtypes, "ndim": ndim, "rows": rows})
+
+
+def _row(dtype, ndim: int = 1):
+    return _f("array", dtype, ndim, rows=True)
+
+
+class Message:
+    """Base: `KIND` is the wire "kind" string; `validate()` raises ValueError on a bad message."""
+    KIND: ClassVar[str] = ""
+
+    def validate(self) -> None:
+        batch = None
+        for f in fields(self):
+            meta, value = f.metadata, getattr(self, f.name)
+            if meta["wire"] != "array":
+                continue
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"{self.KIND}.{f.name}: expected a numpy array, "
+                                 f"got {type(value).__name__}")
+            if meta["dtypes"] and value.dtype not in [np.dtype(d) for d in meta["dtypes"]]:
+                raise ValueError(f"{self.KIND}.{f.name}: dtype {value.dtype} not in "
+                                 f"{list(meta['dtypes'])}")
+            if meta["ndim"] is not None and value.ndim != meta["ndim"]:
+                raise ValueError(f"{self.KIND}.{f.name}: expected {meta['ndim']}-D, "
+                                 f"got shape {value.shape}")
+            if meta["rows"]:
+                if batch is not None and value.shape[0] != batch[1]:
+                    raise ValueError(f"{self.KIND}: {f.name} has {value.shape[0]} rows but "
+                                     f"{batch[0]} has {batch[1]}")
+                batch = batch or (f.name, value.shape[0])
+
+    def num_rows(self) -> int:
+        """Batch size B (rows of the first per-row array); 1 for messages without rows.
+        (Not __len__: an empty batch would make the message falsy.)"""
+        for f in fields(self):
+            if f.metadata["rows"]:
+                return int(getattr(self, f.name).shape[0])
+        return 1
+
+
+def _check_states_match(msg, a: str, b: str) -> None:
+    x, y = getattr(msg, a), getattr(msg, b)
+    if x.shape != y.shape or x.dtype != y.dtype:
+        raise ValueError(f"{msg.KIND}: {a} {x.dtype}{x.shape} != {b} {y.dtype}{y.shape}")
+
+
+_FROZEN = dict(frozen=True, eq=False)
+
+
+@dataclass(**_FROZEN)
+class TransitionBatch(Message):
+    """One-step transitions from one actor stream, emulator -> replay.
+
+    stream_id: one actor stream = one worker's MAME run (a restart starts a new stream).
+    worker_id: the emulator worker that produced it.
+    Per row (all length B):
+      episode_id int64; step int32 (tick index within the episode, from 0);
+      actor uint8 (ACTOR_*); action int16 (joint action index, NO_ACTION=-1 exactly where truncated);
+      reward_game float32 (game points this tick); reward_shaping float32 (shaping, kept apart);
+      terminal bool (this action ended the life); truncated bool (episode cut here: `state` is the
+      bootstrap state and the record has no action);
+      state float16|float32 [B, D] (state vector *before* the action).
+    """
+    KIND: ClassVar[str] = "transitions"
+    stream_id: str = _f("str")
+    worker_id: str = _f("str")
+    episode_id: np.ndarray = _row("int64")
+    step: np.ndarray = _row("int32")
+    actor: np.ndarray = _row("uint8")
+    action: np.ndarray = _row("int16")
+    reward_game: np.ndarray = _row("float32")
+    reward_shaping: np.ndarray = _row("float32")
+    terminal: np.ndarray = _row("bool")
+    truncated: np.ndarray = _row("bool")
+    state: np.ndarray = _row(_FLOATS, ndim=2)
+
+    def validate(self) -> None:
+        super().validate()
+        if np.any(self.actor >= len(ACTOR_NAMES)):
+            raise ValueError(f"transitions: actor values must be < {len(ACTOR_NAMES)}")
+        if np.any(self.action < NO_ACTION):
+            raise ValueError("transitions: action must be >= -1")
+        if np.any((self.action == NO_ACTION) != self.truncated):
+            raise ValueError("transitions: action == -1 exactly on truncated rows")
+        if np.any(self.terminal & self.truncated):
+            raise ValueError("transitions: a row cannot be both terminal and truncated")
+
+
+@dataclass(**_FROZEN)
+class EpisodeSummary(Message):
+    """One episode (= one life) ended, emulator -> learner (the run's bookkeeper).
+
+    episode_id, game_id (which game the life belonged to), evaluation (part of an evaluation game),
+    length (ticks = frames), game_reward / shaping_reward (sums over the episode),
+    score (game points gained in this life), game_score (the game's BCD score at episode end),
+    level (0-based), end ("terminal" | "truncated"), game_over (the last life of the game),
+    actor_counts (actor name -> ticks it acted), wall_time (unix seconds at the end).
+    """
+    KIND: ClassVar[str] = "episode"
+    ENDS: ClassVar[tuple[str, ...]] = ("terminal", "truncated")
+    stream_id: str = _f("str")
+    worker_id: str = _f("str")
+    episode_id: int = _f("int")
+    game_id: int = _f("int")
+    evaluation: bool = _f("bool")
+    length: int = _f("int")
+    game_reward: float = _f("float")
+    shaping_reward: float = _f("float")
+    score: int = _f("int")
+    game_score: int = _f("int")
+    level: int = _f("int")
+    end: str = _f("str")
+    game_over: bool = _f("bool")
+    actor_counts: dict = _f("dict")
+    wall_time: float = _f("float")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.end not in self.ENDS:
+            raise ValueError(f"episode: end must be one of {self.ENDS}, got {self.end!r}")
+        if self.length < 0:
+            raise ValueError("episode: length must be >= 0")
+
+
+@dataclass(**_FROZEN)
+class Heartbeat(Message):
+    """Worker liveness and throughput, emulator -> learner.
+
+    frames_total / episodes_total: the worker's counters since it started (frames = decided ticks);
+    video_fps: MAME video frames per second; frames_per_s: decided ticks per second;
+    wall_time: unix seconds.
+    """
+    KIND: ClassVar[str] = "heartbeat"
+    worker_id: str = _f("str")
+    frames_total: int = _f("int")
+    episodes_total: int = _f("int")
+    video_fps: float = _f("float")
+    frames_per_s: float = _f("float")
+    wall_time: float = _f("float")
+
+
+@dataclass(**_FROZEN)
+class ExpertRequest(Message):
+    """Batched expert query, emulator -> expert: request_id, states (a batched GameState, B>=0)."""
+    KIND: ClassVar[str] = "expert_request"
+    request_id: int = _f("int")
+    states: GameState = _f("gamestate")
+
+
+@dataclass(**_FROZEN)
+class ExpertReply(Message):
+    """Expert answer: request_id, actions int16[B] (joint action indices), error (None if ok)."""
+    KIND: ClassVar[str] = "expert_reply"
+    request_id: int = _f("int")
+    actions: np.ndarray = _row("int16")
+    error: str | None = _f("optional_str")
+
+    @classmethod
+    def failure(cls, request_id: int, error: str) -> "ExpertReply":
+        return cls(request_id, np.zeros(0, np.int16), error)
+
+
+@dataclass(**_FROZEN)
+class SampleRequest(Message):
+    """learner -> replay: draw batch_size n-step samples.
+
+    n_step, gamma: built at sample time with these (a live change applies at once);
+    prioritized / beta: prioritized sampling and its importance-weight exponent;
+    wait_s: seconds the replay may wait for the samples-per-insert cap (0 = refuse at once).
+    """
+    KIND: ClassVar[str] = "sample_request"
+    request_id: int = _f("int")
+    batch_size: int = _f("int")
+    n_step: int = _f("int")
+    gamma: float = _f("float")
+    prioritized: bool = _f("bool")
+    beta: float = _f("float")
+    wait_s: float = _f("float")
+
+    def validate(self) -> None:
+        if self.batch_size < 0 or self.n_step < 1 or self.wait_s < 0:
+            raise ValueError("sample_request: need batch_size >= 0, n_step >= 1, wait_s >= 0")
+
+
+@dataclass(**_FROZEN)
+class SampleReply(Message):
+    """replay -> learner. error is None when ok (else the arrays are empty, B=0).
+
+    index uint64 (replay slot, for PriorityUpdate); state / next_state [B, D] float16|float32;
+    action int16; reward float32 (n-step discounted game+shaping return);
+    discount float32 (gamma^h for the bootstrap from next_state, 0 when the episode terminated);
+    weight float32 (importance-sampling weights, 1 when uniform); actor uint8 (ACTOR_*).
+    """
+    KIND: ClassVar[str] = "sample_reply"
+    request_id: int = _f("int")
+    error: str | None = _f("optional_str")
+    index: np.ndarray = _row("uint64")
+    state: np.ndarray = _row(_FLOATS, ndim=2)
+    action: np.ndarray = _row("int16")
+    reward: np.ndarray = _row("float32")
+    discount: np.ndarray = _row("float32")
+    next_state: np.ndarray = _row(_FLOATS, ndim=2)
+    weight: np.ndarray = _row("float32")
+    actor: np.ndarray = _row("uint8")
+
+    def validate(self) -> None:
+        super().validate()
+        _check_states_match(self, "state", "next_state")
+
+    @classmethod
+    def failure(cls, request_id: int, error: str, state_dim: int = 0) -> "SampleReply":
+        e = lambda dt: np.zeros(0, dt)  # noqa: E731
+        s = np.zeros((0, state_dim), np.float32)
+        return cls(request_id, error, e(np.uint64), s, e(np.int16), e(np.float32),
+                   e(np.float32), s, e(np.float32), e(np.uint8))
+
+
+@dataclass(**_FROZEN)
+class PriorityUpdate(Message):
+    """learner -> replay: new priorities (float32, > 0 expected) for sampled slots (uint64)."""
+    KIND: ClassVar[str] = "priority_update"
+    request_id: int = _f("int")
+    index: np.ndarray = _row("uint64")
+    priority: np.ndarray = _row("float32")
+
+
+@dataclass(**_FROZEN)
+class Ack(Message):
+    """Generic reply to a request without a payload: request_id, error (None if ok)."""
+    KIND: ClassVar[str] = "ack"
+    request_id: int = _f("int")
+    error: str | None = _f("optional_str")
+
+
+@dataclass(**_FROZEN)
+class WeightsSchedule(Message):
+    """learner -> emulators (PUB): network weights and the exploration schedule in force.
+
+    version (monotonic; subscribers ignore older ones), weights (parameter name -> array),
+    expert_ratio / epsilon (probabilities, training play), evaluation_share (fraction of games
+    played as evaluation games), evaluation_epsilon, global_frames (the run's frame count this
+    schedule was computed from), wall_time (unix seconds).
+    """
+    KIND: ClassVar[str] = "weights"
+    version: int = _f("int")
+    weights: dict = _f("arrays")
+    expert_ratio: float = _f("float")
+    epsilon: float = _f("float")
+    evaluation_share: float = _f("float")
+    evaluation_epsilon: float = _f("float")
+    global_frames: int = _f("int")
+    wall_time: float = _f("float")
+
+
+@dataclass(**_FROZEN)
+class ControlRequest(Message):
+    """Live settings: op "get" (settings: ignored, may be empty) or "set" (name -> new value)."""
+    KIND: ClassVar[str] = "control_request"
+    OPS: ClassVar[tuple[str, ...]] = ("get", "set")
+    request_id: int = _f("int")
+    op: str = _f("str")
+    settings: dict = _f("dict")
+
+    def validate(self) -> None:
+        if self.op not in self.OPS:
+            raise ValueError(f"control_request: op must be one of {self.OPS}, got {self.op!r}")
+
+
+@dataclass(**_FROZEN)
+class ControlReply(Message):
+    """Answer: ok, settings (all settings in force after the op), error (why not ok; else None)."""
+    KIND: ClassVar[str] = "control_reply"
+    request_id: int = _f("int")
+    ok: bool = _f("bool")
+    settings: dict = _f("dict")
+    error: str | None = _f("optional_str")
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    c.KIND: c for c in (TransitionBatch, EpisodeSummary, Heartbeat, ExpertRequest, ExpertReply,
+                        SampleRequest, SampleReply, PriorityUpdate, Ack, WeightsSchedule,
+                        ControlRequest, ControlReply)
+}
+
+
+def field_specs(cls: type[Message]) -> list[tuple[str, dict[str, Any]]]:
+    """[(field name, metadata)] in wire order."""
+    return [(f.name, f.metadata) for f in fields(cls)]

@@ -1,0 +1,169 @@
+"""The network's input: a fixed-length float vector encoded from `GameState`.
+
+Layout (STATE_SIZE values; `FEATURES` lists every index with its source, meaning and range, and
+the emulator README prints that table).  Design rules, from the predecessor's bugs:
+  - lane 0 is a real lane: lanes are never used as "no enemy" markers;
+  - "none" never looks like a real value: every optional object has a `present` flag, and its
+    other values are 0 only when `present` is 0; proximities are 1 - depth/256, so any real
+    object has proximity > 0;
+  - relative lanes are signed distances from the player's lane (shortest way round on closed
+    tubes, +-8; plain difference on open tubes, +-15), divided by 15 (open) or 8 (closed).
+Velocities (per enemy slot) compare with the previous tick's state of the same slot; they are 0
+when there is no previous state or the slot was empty in either.
+Works on a single state or a batch (leading dimension).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .game_state import (GS_ZOOM, NUM_ENEMY_SHOTS, NUM_ENEMY_SLOTS, NUM_LANES, NUM_PLAYER_SHOTS,
+                         RIM_DEPTH, GameState, lane_distance)
+
+
+class Feature(NamedTuple):
+    name: str
+    source: str
+    meaning: str
+    lo: float
+    hi: float
+
+
+def _build_features() -> list[Feature]:
+    f: list[Feature] = []
+    add = lambda *a: f.append(Feature(*a))  # noqa: E731
+    add("zoom", "$0000", "1 while zooming down the tube between levels, 0 in play", 0, 1)
+    add("player_lane", "$0200", "player lane / 15 (lane 0 is a real lane)", 0, 1)
+    add("player_alive", "$0201 b7", "1 while the player is alive", 0, 1)
+    add("tube_open", "$0111", "1 on an open tube (no wrap-around)", 0, 1)
+    add("level", "$009F", "level / 98, clipped", 0, 1)
+    add("lives", "$0048", "lives / 6, clipped", 0, 1)
+    add("shots_in_flight", "$0135", "player shots in flight / 8", 0, 1)
+    add("zaps_left", "$03AA", "superzapper uses left this level / 2", 0, 1)
+    add("zapper_running", "$0125", "1 while the superzapper is running", 0, 1)
+    add("enemies_in_tube", "$0108", "enemies in the tube / 16, clipped", 0, 1)
+    add("enemies_on_rim", "$0109", "enemies on the rim / 8, clipped", 0, 1)
+    add("enemies_to_spawn", "$03AB", "enemies still to spawn / 64, clipped", 0, 1)
+    add("pulsars_lethal", "$0148", "1 while pulsing is 0x01-0x7F (pulsars kill in their lane)", 0, 1)
+    add("pulsar_beat", "$0147", "pulsar beat / 255", 0, 1)
+    for i, name in enumerate(("flipper", "pulsar", "tanker", "spiker", "fuseball")):
+        add(f"active_{name}", f"${0x142 + i:04X}", f"active {name}s / 8, clipped", 0, 1)
+    for i in range(5):
+        add(f"spawn_slots_{i}", f"${0x13D + i:04X}", f"spawn slots available (type {i}) / 16, clipped", 0, 1)
+    for lane in range(NUM_LANES):
+        add(f"spike_{lane}", f"${0x3AC + lane:04X}", f"spike length in lane {lane}: 0 none, else "
+            "0.05 + 0.95 * (255 - tip depth) / 255", 0, 1)
+    for lane in range(NUM_LANES):
+        add(f"angle_{lane}", f"${0x3EE + lane:04X}", f"tube angle of lane {lane} / 15", 0, 1)
+    for s in range(NUM_ENEMY_SLOTS):
+        p = f"enemy{s}_"
+        add(p + "present", f"${0x2DF + s:04X}", f"1 if enemy slot {s} is occupied (depth != 0)", 0, 1)
+        for t, name in enumerate(("flipper", "pulsar", "tanker", "spiker", "fuseball")):
+            add(p + name, f"${0x283 + s:04X} b0-2", f"1 if slot {s} holds a {name}", 0, 1)
+        add(p + "rel_lane", f"${0x2B9 + s:04X}", "signed lane distance from the player / 8 (closed) "
+            "or / 15 (open); 0 when absent", -1, 1)
+        add(p + "proximity", f"${0x2DF + s:04X}", "1 - depth / 256 (near the rim -> 1); 0 when absent", 0, 1)
+        add(p + "at_rim", f"${0x2DF + s:04X}", f"1 if depth <= 0x{RIM_DEPTH:02X}", 0, 1)
+        add(p + "flipping", f"${0x283 + s:04X} b7", "1 while between lanes", 0, 1)
+        add(p + "moving_away", f"${0x28A + s:04X} b7", "1 while moving away from the rim", 0, 1)
+        add(p + "can_shoot", f"${0x28A + s:04X} b6", "1 if it can shoot", 0, 1)
+        add(p + "lane_velocity", "prev tick", "lane change since the previous tick / 8, clipped", -1, 1)
+        add(p + "depth_velocity", "prev tick", "depth change since the previous tick / 16, clipped "
+            "(negative = approaching)", -1, 1)
+        add(p + "lane_increasing", f"${0x283 + s:04X} b6", "1 if its lane is increasing", 0, 1)
+    for s in range(NUM_PLAYER_SHOTS):
+        add(f"shot{s}_present", f"${0x2D3 + s:04X}", f"1 if player shot {s} is in flight", 0, 1)
+        add(f"shot{s}_rel_lane", f"${0x2AD + s:04X}", "signed lane distance from the player (as enemies)", -1, 1)
+        add(f"shot{s}_proximity", f"${0x2D3 + s:04X}", "1 - depth / 256; 0 when absent", 0, 1)
+    for s in range(NUM_ENEMY_SHOTS):
+        add(f"eshot{s}_present", f"${0x2DB + s:04X}", f"1 if enemy shot {s} is in flight", 0, 1)
+        add(f"eshot{s}_rel_lane", f"${0x2B5 + s:04X}", "signed lane distance from the player", -1, 1)
+        add(f"eshot{s}_proximity", f"${0x2DB + s:04X}/${0x2E6 + s:04X}", "1 - depth(8.8) / 256; 0 when absent", 0, 1)
+    for side, off in (("left", -1), ("own", 0), ("right", 1)):
+        add(f"threat_{side}", "enemies+shots", f"proximity of the nearest enemy or enemy shot in lane "
+            f"player{off:+d}; 0 when none (or no such lane on an open tube)", 0, 1)
+    return f
+
+
+FEATURES: list[Feature] = _build_features()
+STATE_SIZE = len(FEATURES)
+INDEX = {feat.name: i for i, feat in enumerate(FEATURES)}
+LOWER = np.array([feat.lo for feat in FEATURES], np.float32)
+UPPER = np.array([feat.hi for feat in FEATURES], np.float32)
+
+
+def _rel_lane(player_lane, lane, tube_open):
+    d = lane_distance(player_lane[..., None], lane, tube_open[..., None])
+    scale = np.where(tube_open[..., None], 15.0, 8.0)
+    return d / scale
+
+
+def _proximity(depth):
+    return 1.0 - depth.astype(np.float32) / 256.0
+
+
+def encode_state(s: GameState, prev: GameState | None = None) -> np.ndarray:
+    """GameState (single or batch) -> float32[..., STATE_SIZE]."""
+    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    clip01 = lambda x: np.clip(f32(x), 0.0, 1.0)  # noqa: E731
+    lane = s.player_lane.astype(np.int64)
+    scalars = [
+        s.gamestate == GS_ZOOM, lane / 15.0, s.player_alive, s.tube_open,
+        clip01(s.level / 98.0), clip01(s.lives / 6.0), clip01(s.shots_in_flight / 8.0),
+        (2 - np.minimum(s.zaps_used, 2)) / 2.0, s.zapper_running,
+        clip01(s.enemies_in_tube / 16.0), clip01(s.enemies_on_rim / 8.0),
+        clip01(s.enemies_to_spawn / 64.0), s.pulsars_lethal, s.pulsar_beat / 255.0,
+    ]
+    blocks = [np.stack([f32(x) for x in scalars], axis=-1),
+              clip01(s.active_per_type / 8.0), clip01(s.spawn_slots / 16.0)]
+    spikes = s.spike_heights
+    blocks.append(np.where(spikes != 0, 0.05 + 0.95 * (255.0 - spikes) / 255.0, 0.0))
+    blocks.append(s.tube_angles / 15.0)
+
+    present = s.enemy_depth != 0
+    rel = np.where(present, _rel_lane(lane, s.enemy_lane, s.tube_open), 0.0)
+    onehot = (s.enemy_type[..., None] == np.arange(5)) & present[..., None]
+    lane_vel = np.zeros(rel.shape, np.float32)
+    depth_vel = np.zeros(rel.shape, np.float32)
+    if prev is not None:
+        both = present & (prev.enemy_depth != 0)
+        dl = lane_distance(prev.enemy_lane, s.enemy_lane, s.tube_open[..., None])
+        lane_vel = np.where(both, np.clip(dl / 8.0, -1, 1), 0.0)
+        dd = s.enemy_depth.astype(np.float32) - prev.enemy_depth.astype(np.float32)
+        depth_vel = np.where(both, np.clip(dd / 16.0, -1, 1), 0.0)
+    per_slot = [present[..., None], onehot, rel[..., None],
+                np.where(present, _proximity(s.enemy_depth), 0.0)[..., None],
+                (present & (s.enemy_depth <= RIM_DEPTH))[..., None],
+                (present & s.enemy_between_lanes)[..., None], (present & s.enemy_moving_away)[..., None],
+                (present & s.enemy_can_shoot)[..., None], lane_vel[..., None], depth_vel[..., None],
+                (present & s.enemy_lane_increasing)[..., None]]
+    enemies = np.concatenate([f32(x) for x in per_slot], axis=-1)
+    blocks.append(enemies.reshape(enemies.shape[:-2] + (-1,)))
+
+    for shot_lane, shot_depth in ((s.player_shot_lane, s.player_shot_depth.astype(np.float32)),
+                                  (s.enemy_shot_lane, (s.enemy_shot_depth >> 8).astype(np.float32))):
+        on = (s.player_shot_depth != 0) if shot_lane is s.player_shot_lane else (s.enemy_shot_depth != 0)
+        cols = [f32(on), np.where(on, _rel_lane(lane, shot_lane, s.tube_open), 0.0),
+                np.where(on, 1.0 - shot_depth / 256.0, 0.0)]
+        blocks.append(np.stack([f32(c) for c in cols], axis=-1).reshape(on.shape[:-1] + (-1,)))
+
+    blocks.append(_threats(s, lane))
+    out = np.concatenate([f32(b) for b in blocks], axis=-1)
+    return np.clip(out, LOWER, UPPER)
+
+
+def _threats(s: GameState, lane: np.ndarray) -> np.ndarray:
+    """Nearest enemy / enemy shot proximity in the lanes left of, at, and right of the player."""
+    lanes = np.concatenate([s.enemy_lane, s.enemy_shot_lane], axis=-1).astype(np.int64)
+    prox = np.concatenate([np.where(s.enemy_depth != 0, _proximity(s.enemy_depth), 0.0),
+                           np.where(s.enemy_shot_depth != 0, 1.0 - (s.enemy_shot_depth >> 8) / 256.0, 0.0)],
+                          axis=-1)
+    out = []
+    for off in (-1, 0, 1):
+        target = lane + off
+        exists = ~(s.tube_open & ((target < 0) | (target >= NUM_LANES)))
+        target = target % NUM_LANES
+        hit = lanes == target[..., None]
+        out.append(np.where(exists, np.max(np.where(hit, prox, 0.0), axis=-1), 0.0))
+    return np.stack(out, axis=-1)
