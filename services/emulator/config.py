@@ -1,0 +1,50 @@
+"""EmulatorConfig: every setting of an emulator worker, from environment variables."""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from tempest_common.config import load_config, setting
+
+_DEFAULT_ID = f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    rompath: str = setting("TEMPEST_ROMPATH", "", help="folder holding tempest1/ (required)")
+    mame_binary: str = setting("MAME_BINARY", "/usr/games/mame", help="MAME executable")
+    worker_id: str = setting("WORKER_ID", _DEFAULT_ID, help="name in metrics and messages (default host-pid)")
+    workdir: str = setting("EMULATOR_WORKDIR", "", help="folder for MAME's cfg/nvram/states (default: a temp dir)")
+    replay_addr: str = setting("REPLAY_ADDR", "tcp://127.0.0.1:5555",
+                               help="replay PULL address for transition batches ('' = none)")
+    learner_addr: str = setting("LEARNER_EPISODES_ADDR", "tcp://127.0.0.1:5557",
+                                help="learner PULL address for episode summaries and heartbeats ('' = none)")
+    expert_addr: str = setting("EXPERT_ADDR", "tcp://127.0.0.1:5556", help="expert ROUTER address ('' = none)")
+    metrics_port: int = setting("METRICS_PORT", 9101, min=0, max=65535, help="Prometheus /metrics port (0 = off)")
+    expert_ratio: float = setting("EXPERT_RATIO", 0.95, min=0.0, max=1.0,
+                                  help="probability the expert acts on a tick, until the learner publishes its schedule")
+    epsilon: float = setting("EPSILON", 0.1, min=0.0, max=1.0, help="random-action probability on the network's turns")
+    expert_timeout_ms: float = setting("EXPERT_TIMEOUT_MS", 50.0, min=1.0, max=10_000.0,
+                                       help="wait this long for the expert, then act randomly")
+    expert_backoff_s: float = setting("EXPERT_BACKOFF_S", 2.0, min=0.0, max=600.0,
+                                      help="after an expert timeout, act randomly this long before asking again")
+    transition_batch: int = setting("TRANSITION_BATCH", 64, min=1, max=65536, help="records per transition batch")
+    state_dtype: str = setting("STATE_DTYPE", "float16", choices=("float16", "float32"), help="state dtype on the wire")
+    send_hwm: int = setting("SEND_HWM", 1000, min=1, max=1_000_000,
+                            help="messages buffered per peer while it is away; beyond that they are dropped and counted")
+    reward_scale: float = setting("REWARD_SCALE", 0.01, min=0.0, max=1.0, help="reward per game point")
+    reward_clip: float = setting("REWARD_CLIP", 10.0, min=0.0, max=1e6, help="per-step clip of the scaled score delta")
+    death_penalty: float = setting("DEATH_PENALTY", 5.0, min=0.0, max=1e6, help="reward subtracted on a death")
+    survival_bonus: float = setting("SURVIVAL_BONUS", 0.0, min=-10.0, max=10.0,
+                                    help="shaping reward per tick alive (stored apart from the game reward)")
+    stall_timeout_s: float = setting("STALL_TIMEOUT_S", 10.0, min=1.0, max=600.0,
+                                     help="restart MAME when no game tick arrives for this long")
+    startup_timeout_s: float = setting("STARTUP_TIMEOUT_S", 60.0, min=5.0, max=600.0,
+                                       help="time MAME may take to start and connect")
+    heartbeat_s: float = setting("HEARTBEAT_S", 1.0, min=0.1, max=60.0, help="heartbeat period to the learner")
+    seed: int = setting("SEED", -1, min=-1, max=2**31 - 1, help="RNG seed for actor choice and random actions (-1: random)")
+
+
+def load_emulator_config(environ=None) -> EmulatorConfig:
+    return load_config(EmulatorConfig, environ)

@@ -1,0 +1,36 @@
+"""Prometheus metrics of one emulator worker (names fixed by DESIGN.md where it names them)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from tempest_common.messages import ACTOR_NAMES
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = {"registry": registry} if registry is not None else {}
+        self.frames = Counter("tempest_frames", "Game ticks in play or zoom that got a decision", **r)
+        self.episodes = Counter("tempest_episodes", "Episodes (lives) finished, terminal or truncated", **r)
+        self.video_frames = Counter("tempest_emulator_video_frames", "MAME video frames emulated", **r)
+        self.video_fps = Gauge("tempest_emulator_video_fps", "MAME video frames per second (last interval)", **r)
+        self.frames_per_s = Gauge("tempest_emulator_frames_per_second",
+                                  "Decided game ticks per second (last interval)", **r)
+        self.episode_score = Gauge("tempest_episode_score", "Game points of the last finished episode", **r)
+        self.episode_length = Gauge("tempest_episode_length_frames", "Frames of the last finished episode", **r)
+        self.episode_score_hist = Histogram(
+            "tempest_episode_score_points", "Game points per episode",
+            buckets=(0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000), **r)
+        self.episode_length_hist = Histogram(
+            "tempest_episode_length", "Frames per episode",
+            buckets=(10, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800), **r)
+        self.mame_restarts = Counter("tempest_mame_restarts", "MAME restarts (exit, crash or stall)", **r)
+        self.dropped = Counter("tempest_messages_dropped", "Messages that could not be sent (peer away, queue full)",
+                               ["peer"], **r)
+        self.malformed = Counter("tempest_messages_malformed", "Malformed or wrong-version messages received",
+                                 ["peer", "reason"], **r)
+        self.actions = Counter("tempest_emulator_actions", "Decisions by who made them", ["actor"], **r)
+        self.expert_timeouts = Counter("tempest_expert_timeouts", "Expert requests that got no reply in time", **r)
+        for peer in ("replay", "learner", "expert"):
+            self.dropped.labels(peer=peer)
+        for name in ACTOR_NAMES:
+            self.actions.labels(actor=name)

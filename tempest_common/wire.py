@@ -1,0 +1,282 @@
+"""msgpack wire format for `tempest_common.messages` (never pickle: a worker must not be able to
+run code in the learner by sending bytes).
+
+A message is one msgpack map: {"v": SCHEMA_VERSION, "kind": <str>, <fields in dataclass order>}.
+Map order is fixed and floats always travel as float64, so equal messages give equal bytes (the
+golden tests in tests/data/golden/ rely on that; bump SCHEMA_VERSION whenever those bytes change
+meaning).
+
+numpy arrays travel as plain maps {"dtype": "<f4", "shape": [..], "data": <C-order bytes>}
+(no msgpack ext types, so any msgpack client can read them).  dtype strings are numpy's canonical
+little-endian `dtype.str` ("|b1", "|u1", "<i8", "<f2", ...); big-endian arrays are converted on
+encode.  Decoded arrays are zero-copy, READ-ONLY views on the received bytes (`np.frombuffer`):
+no per-message copy of states or weights; call `.copy()` before writing into one (or before
+`torch.from_numpy`, which warns on read-only arrays).
+
+`decode` raises only `MessageError`, whose `reason` is a short label for the "malformed message
+dropped" counters every service keeps (DESIGN.md: a malformed or wrong-version message is counted
+and dropped, never crashes a service).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from tempest_common.game_state import FIELD_SPECS, GameState
+from tempest_common.messages import MESSAGE_TYPES, Message, field_specs
+
+SCHEMA_VERSION = 1
+
+# Every MessageError.reason, so metrics can pre-create their label values.
+REASONS = ("not_msgpack", "not_a_map", "wrong_version", "unknown_kind", "unexpected_kind",
+           "bad_field", "bad_array", "bad_gamestate")
+
+# The dtype allow-list: canonical wire string -> dtype.  No object/void/structured dtypes, so a
+# peer can never make us build Python objects from bytes.
+_DTYPES = {np.dtype(n).str: np.dtype(n) for n in (
+    "bool", "uint8", "int8", "uint16", "int16", "int32", "uint32", "int64", "uint64",
+    "float16", "float32", "float64")}
+_MAX_NDIM = 8
+_INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 64 - 1  # what msgpack can carry
+_SCALARS = (type(None), bool, int, float, str)  # allowed values of a "dict" field
+
+
+class MessageError(ValueError):
+    """A message that cannot be encoded or decoded; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _bad(where: str, what: str, value: Any = None, reason: str = "bad_field") -> MessageError:
+    got = "" if value is None else f", got {type(value).__name__}"
+    return MessageError(reason, f"{where}: expected {what}{got}")
+
+
+def _py(v: Any) -> Any:
+    """numpy scalars -> Python scalars, so senders may pass np.int64 etc. (encode side only)."""
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+# -- scalar fields: one checker serves both directions (encode runs _py first) -----------------
+def _int(v, where):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(where, "int", v)
+    if not _INT_MIN <= v <= _INT_MAX:
+        raise MessageError("bad_field", f"{where}: int {v} does not fit 64 bits")
+    return v
+
+
+def _float(v, where):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(where, "float", v)
+    return float(v)  # ints are accepted (a peer may send 0 for 0.0)
+
+
+def _str(v, where):
+    if not isinstance(v, str):
+        raise _bad(where, "str", v)
+    return v
+
+
+def _bool(v, where):
+    if not isinstance(v, bool):
+        raise _bad(where, "bool", v)
+    return v
+
+
+def _optional_str(v, where):
+    return v if v is None else _str(v, where)
+
+
+def _dict(v, where):
+    if not isinstance(v, dict):
+        raise _bad(where, "map of str -> scalar", v)
+    out = {}
+    for k, x in v.items():
+        x = _py(x)
+        if not isinstance(k, str) or not isinstance(x, _SCALARS):
+            raise _bad(f"{where}[{k!r}]", "str key and scalar value", x)
+        if isinstance(x, int) and not isinstance(x, bool):
+            _int(x, f"{where}[{k!r}]")
+        out[k] = x
+    return out
+
+
+def _list_int(v, where):
+    if not isinstance(v, (list, tuple)):
+        raise _bad(where, "list of int", v)
+    return [_int(_py(x), f"{where}[{i}]") for i, x in enumerate(v)]
+
+
+# -- arrays ----------------------------------------------------------------------------------
+def _enc_array(a, where):
+    if not isinstance(a, np.ndarray):
+        raise _bad(where, "numpy array", a, "bad_array")
+    le = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
+    if le.str not in _DTYPES:
+        raise MessageError("bad_array", f"{where}: dtype {a.dtype} not allowed on the wire")
+    a = np.ascontiguousarray(a, dtype=le)
+    return {"dtype": le.str, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def _dec_array(obj, where):
+    if not isinstance(obj, dict) or set(obj) != {"dtype", "shape", "data"}:
+        raise _bad(where, "array map {dtype, shape, data}", obj, "bad_array")
+    dt = _DTYPES.get(obj["dtype"]) if isinstance(obj["dtype"], str) else None
+    if dt is None:
+        raise MessageError("bad_array", f"{where}: dtype {obj['dtype']!r} not in "
+                                        f"{sorted(_DTYPES)}")
+    shape, data = obj["shape"], obj["data"]
+    if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise MessageError("bad_array", f"{where}: shape must be <= {_MAX_NDIM} non-negative "
+                                        f"ints, got {shape!r}")
+    if not isinstance(data, bytes):
+        raise _bad(where + ".data", "bytes", data, "bad_array")
+    n = math.prod(shape)  # Python ints: no overflow for absurd shapes
+    if len(data) != n * dt.itemsize:
+        raise MessageError("bad_array", f"{where}: {len(data)} bytes of data, shape {shape} "
+                                        f"{dt} needs {n * dt.itemsize}")
+    try:
+        arr = np.frombuffer(data, dtype=dt).reshape(shape)
+    except (ValueError, OverflowError) as e:  # e.g. a zero-size array with a huge other dim
+        raise MessageError("bad_array", f"{where}: {e}") from None
+    # numpy bools must be 0/1 bytes; anything else compares inconsistently later.
+    if dt == np.bool_ and n and np.frombuffer(data, np.uint8).max() > 1:
+        raise MessageError("bad_array", f"{where}: bool data must be 0/1 bytes")
+    return arr
+
+
+def _enc_arrays(v, where):
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise _bad(where, "map of str -> array", v, "bad_array")
+    return {k: _enc_array(a, f"{where}[{k!r}]") for k, a in v.items()}
+
+
+def _dec_arrays(v, where):
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise _bad(where, "map of str -> array", v, "bad_array")
+    return {k: _dec_array(a, f"{where}[{k!r}]") for k, a in v.items()}
+
+
+# -- GameState: one array per field, all with the same leading batch size ----------------------
+def _check_gamestate(arrays: dict, where: str) -> None:
+    missing, extra = set(FIELD_SPECS) - set(arrays), set(arrays) - set(FIELD_SPECS)
+    if missing or extra:
+        raise MessageError("bad_gamestate", f"{where}: missing fields {sorted(missing)}, "
+                                            f"unknown fields {sorted(extra)}")
+    batch = None
+    for name, (dtype, per_state) in FIELD_SPECS.items():
+        a = arrays[name]
+        if not isinstance(a, np.ndarray) or a.dtype != np.dtype(dtype) or a.ndim < 1 \
+                or a.shape[1:] != tuple(per_state):
+            raise MessageError("bad_gamestate", f"{where}.{name}: expected {dtype} "
+                               f"[B, *{tuple(per_state)}], got {getattr(a, 'dtype', type(a))} "
+                               f"{getattr(a, 'shape', '')}")
+        if batch is not None and a.shape[0] != batch:
+            raise MessageError("bad_gamestate", f"{where}.{name}: {a.shape[0]} states, "
+                                                f"other fields have {batch}")
+        batch = a.shape[0]
+
+
+def _enc_gamestate(v, where):
+    if not isinstance(v, GameState):
+        raise _bad(where, "GameState", v, "bad_gamestate")
+    arrays = v.to_arrays()
+    _check_gamestate(arrays, where)
+    return {name: _enc_array(arrays[name], f"{where}.{name}") for name in FIELD_SPECS}
+
+
+def _dec_gamestate(v, where):
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise _bad(where, "map of GameState field -> array", v, "bad_gamestate")
+    arrays = {k: _dec_array(a, f"{where}.{k}") for k, a in v.items()}
+    _check_gamestate(arrays, where)
+    return GameState.from_arrays(arrays)
+
+
+# wire type -> (encode, decode)
+_CODECS = {
+    "int": (_int, _int), "float": (_float, _float), "str": (_str, _str),
+    "bool": (_bool, _bool), "optional_str": (_optional_str, _optional_str),
+    "dict": (_dict, _dict), "list_int": (_list_int, _list_int),
+    "array": (_enc_array, _dec_array), "arrays": (_enc_arrays, _dec_arrays),
+    "gamestate": (_enc_gamestate, _dec_gamestate),
+}
+
+
+def _validate(msg: Message) -> None:
+    try:
+        msg.validate()
+    except Exception as e:  # validate() may trip over any bad value: report, never crash
+        raise MessageError("bad_field", f"{msg.KIND}: {e}") from None
+
+
+def encode(msg: Message) -> bytes:
+    """Message -> msgpack bytes.  Raises MessageError for a message that decode would reject."""
+    cls = type(msg)
+    if MESSAGE_TYPES.get(getattr(cls, "KIND", None)) is not cls:
+        raise MessageError("unknown_kind", f"{cls.__name__} is not a registered message")
+    out: dict[str, Any] = {"v": SCHEMA_VERSION, "kind": cls.KIND}
+    for name, meta in field_specs(cls):
+        enc = _CODECS[meta["wire"]][0]
+        value = getattr(msg, name)
+        out[name] = enc(value if meta["wire"] in ("array", "arrays", "gamestate") else _py(value),
+                        f"{cls.KIND}.{name}")
+    _validate(msg)
+    try:
+        return msgpack.packb(out, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as e:  # belt and braces: checked above
+        raise MessageError("bad_field", f"{cls.KIND}: {e}") from None
+
+
+def decode(data: bytes, expect: type | tuple[type, ...] | None = None) -> Message:
+    """msgpack bytes -> Message.  `expect`: the class(es) this socket accepts; anything else is
+    a MessageError("unexpected_kind").  Never raises anything but MessageError."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as e:  # msgpack raises many types (ExtraData, FormatError, Unicode...)
+        raise MessageError("not_msgpack", f"{type(e).__name__}: {e}") from None
+    try:
+        return _decode_obj(obj, expect)
+    except MessageError:
+        raise
+    except Exception as e:  # a bug in a checker must still count as a dropped message
+        raise MessageError("bad_field", f"{type(e).__name__}: {e}") from None
+
+
+def _decode_obj(obj: Any, expect) -> Message:
+    if not isinstance(obj, dict):
+        raise MessageError("not_a_map", f"expected a msgpack map, got {type(obj).__name__}")
+    v = obj.get("v")
+    if isinstance(v, bool) or not isinstance(v, int) or v != SCHEMA_VERSION:
+        raise MessageError("wrong_version", f"got version {v!r}, expected {SCHEMA_VERSION}")
+    kind = obj.get("kind")
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise MessageError("unknown_kind", f"unknown message kind {kind!r}")
+    if expect is not None and not issubclass(cls, expect):
+        names = [c.__name__ for c in (expect if isinstance(expect, tuple) else (expect,))]
+        raise MessageError("unexpected_kind", f"got {cls.__name__}, expected one of {names}")
+    specs = field_specs(cls)
+    missing = [n for n, _ in specs if n not in obj]
+    extra = set(obj) - {"v", "kind"} - {n for n, _ in specs}
+    if missing or extra:
+        raise MessageError("bad_field", f"{kind}: missing fields {missing}, "
+                                        f"unknown fields {sorted(map(str, extra))}")
+    values = {n: _CODECS[meta["wire"]][1](obj[n], f"{kind}.{n}") for n, meta in specs}
+    msg = cls(**values)
+    _validate(msg)
+    return msg
