@@ -43,6 +43,8 @@ class EmulatorConfig:
     startup_timeout_s: float = setting("STARTUP_TIMEOUT_S", 60.0, min=5.0, max=600.0,
                                        help="time MAME may take to start and connect")
     heartbeat_s: float = setting("HEARTBEAT_S", 1.0, min=0.1, max=60.0, help="heartbeat period to the learner")
+    trace_path: str = setting("TRACE_PATH", "", help="debug: on stop, write every tick's RAM and the record it became "
+                              "(episode, step) to this .npz (tests use it; memory grows ~1 KB per tick)")
     seed: int = setting("SEED", -1, min=-1, max=2**31 - 1, help="RNG seed for actor choice and random actions (-1: random)")
 
 

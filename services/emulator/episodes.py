@@ -93,6 +93,11 @@ class EpisodeTracker:
         self._level = 0
 
     @property
+    def pending_key(self) -> tuple[int, int] | None:
+        """(episode_id, step) the last observed tick's record will have, if it will become one."""
+        return (self.episode_id, self._step) if self._pending is not None else None
+
+    @property
     def in_episode(self) -> bool:
         return self.episode_id is not None
 

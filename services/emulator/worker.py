@@ -58,6 +58,7 @@ class EmulatorWorker:
         self._video_fps = 0.0
         self._frames_per_s = 0.0
         self._next_heartbeat = 0.0
+        self._trace: list[tuple[int, np.ndarray, int, int]] | None = [] if cfg.trace_path else None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -79,6 +80,7 @@ class EmulatorWorker:
             self._flush()
             self.server.close()
             self.peers.close()
+            self._write_trace()
 
     def _run_one_mame(self) -> None:
         self.mame = MameProcess(self.cfg.rompath, self.server.port, self.cfg.workdir or None,
@@ -151,6 +153,9 @@ class EmulatorWorker:
                 self.server.reply(CMD_ACT)
                 actor, action, state = 0, -1, decode_ram(ram)
             self._after_tick(msg.video_frame, state, action, actor, in_play)
+            if self._trace is not None:
+                key = self.tracker.pending_key if in_play else None
+                self._trace.append((msg.video_frame, ram, *(key or (-1, -1))))
 
     def _after_tick(self, video_frame: int, state, action: int, actor: int, in_play: bool) -> None:
         self._video_frame = video_frame
@@ -182,6 +187,14 @@ class EmulatorWorker:
         self._rate_mark = (now, self._video_frame, self.frames_total)
         self.peers.send("learner", Heartbeat(self.cfg.worker_id, self.frames_total, self.episodes_total,
                                              self._video_fps, self._frames_per_s, time.time()))
+
+    def _write_trace(self) -> None:
+        if not self._trace:
+            return
+        frames, rams, episodes, steps = zip(*self._trace)
+        np.savez_compressed(self.cfg.trace_path, video_frame=np.array(frames), ram=np.stack(rams),
+                            episode_id=np.array(episodes), step=np.array(steps), stream_id=self.stream_id)
+        log.info("trace of %d ticks written to %s", len(frames), self.cfg.trace_path)
 
     # -- output --------------------------------------------------------------------------------
     def _episode_ended(self, end: EpisodeEnd) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from tempest_common import messages as m
 from tempest_common.wire import REASONS, SCHEMA_VERSION, MessageError, decode, encode
-from wire_examples import assert_same, examples
+from tests.unit.wire_examples import assert_same, examples
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "data" / "golden"
 EXAMPLES = examples()

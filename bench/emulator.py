@@ -1,0 +1,255 @@
+"""Benchmark: raw MAME vs the full emulator worker, and two workers at once.
+
+Run as `.venv/bin/python bench/emulator.py` (no arguments).  Progress goes to stderr; the last
+stdout line is one JSON object:
+  raw_video_fps        median video fps of raw MAME (bench/raw_play.lua, no socket) in play
+  worker_video_fps     median video fps of the real worker (services.emulator.main) in play
+  ratio                median of per-pair ratios worker/raw (pairs alternate raw, worker, ...)
+  worker_frames_per_s  median decided game ticks/s of the worker in play
+  pairs                number of raw/worker pairs measured
+  two_workers_speedup  total video fps of two workers at once / median single-worker video fps
+Every figure is measured in this run; nothing is configured.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.emulator.mame_process import MameProcess, _die_with_parent, _headless_env  # noqa: E402
+
+PAIRS = 3
+WINDOW_FRAMES = 4000          # video frames measured per run (after play started)
+START_TIMEOUT_S = 60.0        # to reach play
+RUN_TIMEOUT_S = 120.0         # to cover the window once in play
+RAW_LUA = ROOT / "bench" / "raw_play.lua"
+PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+METRIC_RE = re.compile(r"^(tempest_emulator_video_frames_total|tempest_frames_total)\s+([0-9.eE+-]+)\s*$", re.M)
+
+T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def rompath() -> str:
+    env = os.environ.get("TEMPEST_ROMPATH")
+    if env:
+        return env
+    default = (ROOT / ".." / "shared" / "roms").resolve()
+    if default.is_dir():
+        return str(default)
+    sys.exit("bench/emulator.py: TEMPEST_ROMPATH is not set and ../shared/roms does not exist; "
+             "point TEMPEST_ROMPATH at the folder that holds tempest1/")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- raw MAME
+
+def measure_raw(roms: str, tmp: Path) -> float:
+    mp = MameProcess(roms, port=0, lua_script=RAW_LUA, workdir=tempfile.mkdtemp(dir=tmp, prefix="raw-"))
+    for sub in ("cfg", "nvram", "sta", "ini", "snap", "inp", "diff"):
+        (mp.workdir / sub).mkdir(parents=True, exist_ok=True)
+    env = _headless_env()
+    env.update(TEMPEST_BRIDGE_PORT="0", TEMPEST_BRIDGE_TIMEOUT_S="10")
+    proc = subprocess.Popen(mp.command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
+    first = None
+    tail: list[str] = []
+    try:
+        started = time.monotonic()
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            now = time.monotonic()
+            line = raw.decode(errors="replace").strip()
+            tail = (tail + [line])[-5:]
+            parts = line.split()
+            if len(parts) != 3 or parts[0] != "tempest-raw":
+                if now - started > START_TIMEOUT_S + RUN_TIMEOUT_S:
+                    break
+                continue
+            frame = int(parts[1])
+            if first is None:
+                first = (now, frame)
+                continue
+            if frame - first[1] >= WINDOW_FRAMES:
+                fps = (frame - first[1]) / (now - first[0])
+                log(f"raw: {frame - first[1]} video frames in {now - first[0]:.2f}s = {fps:.0f} fps")
+                return fps
+        raise RuntimeError(f"raw MAME ended or stalled before the window was covered; last output: {tail}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+# ---------------------------------------------------------------- worker
+
+class Worker:
+    def __init__(self, roms: str, tmp: Path, seed: int):
+        self.port = free_port()
+        self.log_path = tmp / f"worker-{seed}-{self.port}.log"
+        env = dict(os.environ)
+        env.update(TEMPEST_ROMPATH=roms, METRICS_PORT=str(self.port), REPLAY_ADDR="",
+                   LEARNER_EPISODES_ADDR="", EXPERT_ADDR="", EXPERT_RATIO="0", SEED=str(seed),
+                   HEARTBEAT_S="0.5")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([PY, "-m", "services.emulator.main"], cwd=str(ROOT), env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def read(self) -> tuple[float, float, float] | None:
+        """(time, video frames, game ticks) or None if /metrics is not up yet."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        now = time.monotonic()
+        vals = dict(METRIC_RE.findall(text))
+        if len(vals) < 2:
+            return None
+        return now, float(vals["tempest_emulator_video_frames_total"]), float(vals["tempest_frames_total"])
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log_tail()}")
+
+    def log_tail(self, n: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def wait_in_play(self) -> tuple[float, float, float]:
+        """First reading once tempest_frames_total > 0."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.check_alive()
+            r = self.read()
+            if r is not None and r[2] > 0:
+                return r
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not reach play in {START_TIMEOUT_S}s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                log(f"worker {self.proc.pid} ignored SIGTERM for 15s; SIGKILL")
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def wait_window(workers: list[Worker], marks: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """Poll until every worker's video frames advanced >= WINDOW_FRAMES past its mark."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        reads = []
+        for w in workers:
+            w.check_alive()
+            reads.append(w.read())
+        if all(r is not None and r[1] - m[1] >= WINDOW_FRAMES for r, m in zip(reads, marks)):
+            return reads  # type: ignore[return-value]
+    raise RuntimeError(f"workers did not cover {WINDOW_FRAMES} video frames in {RUN_TIMEOUT_S}s")
+
+
+def measure_worker(roms: str, tmp: Path, seed: int) -> tuple[float, float]:
+    w = Worker(roms, tmp, seed)
+    try:
+        a = w.wait_in_play()
+        b = wait_window([w], [a])[0]
+        dt = b[0] - a[0]
+        vfps, tps = (b[1] - a[1]) / dt, (b[2] - a[2]) / dt
+        log(f"worker: {b[1] - a[1]:.0f} video frames, {b[2] - a[2]:.0f} ticks in {dt:.2f}s = "
+            f"{vfps:.0f} video fps, {tps:.1f} ticks/s")
+        return vfps, tps
+    finally:
+        w.stop()
+
+
+def measure_two_workers(roms: str, tmp: Path) -> float:
+    ws = [Worker(roms, tmp, 1001), Worker(roms, tmp, 1002)]
+    try:
+        for w in ws:
+            w.wait_in_play()
+        # Both in play: take the marks together so the window is shared.
+        marks = []
+        for w in ws:
+            r = w.read()
+            if r is None:
+                raise RuntimeError(f"worker metrics vanished: {w.log_tail()}")
+            marks.append(r)
+        ends = wait_window(ws, marks)
+        fps = [(e[1] - m[1]) / (e[0] - m[0]) for e, m in zip(ends, marks)]
+        log(f"two workers: {fps[0]:.0f} + {fps[1]:.0f} = {sum(fps):.0f} video fps")
+        return sum(fps)
+    finally:
+        for w in ws:
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+        for w in ws:
+            w.stop()
+
+
+def main() -> int:
+    roms = rompath()
+    log(f"ROMs: {roms}; {PAIRS} pairs of raw/worker, window {WINDOW_FRAMES} video frames in play")
+    raw_fps: list[float] = []
+    worker_fps: list[float] = []
+    worker_tps: list[float] = []
+    ratios: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-emulator-") as d:
+        tmp = Path(d)
+        for i in range(PAIRS):
+            log(f"pair {i + 1}/{PAIRS}: raw MAME")
+            r = measure_raw(roms, tmp)
+            log(f"pair {i + 1}/{PAIRS}: worker")
+            v, t = measure_worker(roms, tmp, seed=100 + i)
+            raw_fps.append(r)
+            worker_fps.append(v)
+            worker_tps.append(t)
+            ratios.append(v / r)
+            log(f"pair {i + 1}/{PAIRS}: ratio {v / r:.3f}")
+        log("two workers at once")
+        both = measure_two_workers(roms, tmp)
+    single = statistics.median(worker_fps)
+    result = {
+        "raw_video_fps": round(statistics.median(raw_fps), 1),
+        "worker_video_fps": round(single, 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "worker_frames_per_s": round(statistics.median(worker_tps), 1),
+        "pairs": len(ratios),
+        "two_workers_speedup": round(both / single, 3),
+    }
+    log(f"raw fps {[round(x) for x in raw_fps]}, worker fps {[round(x) for x in worker_fps]}, "
+        f"ratios {[round(x, 3) for x in ratios]}; total {time.monotonic() - T0:.0f}s")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
