@@ -30,10 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from services.emulator.mame_process import MameProcess, _die_with_parent, _headless_env  # noqa: E402
 
-PAIRS = 3
-WINDOW_FRAMES = 4000          # video frames measured per run (after play started)
+PAIRS = 5
+WINDOW_FRAMES = 8000          # video frames measured per run (after play started)
 START_TIMEOUT_S = 60.0        # to reach play
-RUN_TIMEOUT_S = 120.0         # to cover the window once in play
+RUN_TIMEOUT_S = 180.0         # to cover the window once in play
+POLL_S = 0.1                  # /metrics poll period; readings are taken when the counter just moved
 RAW_LUA = ROOT / "bench" / "raw_play.lua"
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 METRIC_RE = re.compile(r"^(tempest_emulator_video_frames_total|tempest_frames_total)\s+([0-9.eE+-]+)\s*$", re.M)
@@ -141,14 +142,21 @@ class Worker:
             return ""
 
     def wait_in_play(self) -> tuple[float, float, float]:
-        """First reading once tempest_frames_total > 0."""
+        """First reading once tempest_frames_total > 0, taken just after the video counter moved.
+
+        The worker updates its counters once per heartbeat, so a reading is only exact right after
+        an update: polling every POLL_S and keeping the first changed value bounds the error to
+        POLL_S instead of a whole heartbeat."""
         deadline = time.monotonic() + START_TIMEOUT_S
+        prev = None
         while time.monotonic() < deadline:
             self.check_alive()
             r = self.read()
             if r is not None and r[2] > 0:
-                return r
-            time.sleep(0.1)
+                if prev is not None and r[1] != prev[1]:
+                    return r
+                prev = r
+            time.sleep(POLL_S)
         raise RuntimeError(f"worker did not reach play in {START_TIMEOUT_S}s: {self.log_tail()}")
 
     def stop(self) -> None:
@@ -164,16 +172,23 @@ class Worker:
 
 
 def wait_window(workers: list[Worker], marks: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
-    """Poll until every worker's video frames advanced >= WINDOW_FRAMES past its mark."""
+    """Poll until every worker's video frames advanced >= WINDOW_FRAMES past its mark.
+
+    Each worker's end reading is the first poll that crossed the window, i.e. just after a counter
+    update (see Worker.wait_in_play)."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
+    ends: list[tuple[float, float, float] | None] = [None] * len(workers)
     while time.monotonic() < deadline:
-        time.sleep(0.25)
-        reads = []
-        for w in workers:
+        time.sleep(POLL_S)
+        for i, (w, m) in enumerate(zip(workers, marks)):
+            if ends[i] is not None:
+                continue
             w.check_alive()
-            reads.append(w.read())
-        if all(r is not None and r[1] - m[1] >= WINDOW_FRAMES for r, m in zip(reads, marks)):
-            return reads  # type: ignore[return-value]
+            r = w.read()
+            if r is not None and r[1] - m[1] >= WINDOW_FRAMES:
+                ends[i] = r
+        if all(e is not None for e in ends):
+            return ends  # type: ignore[return-value]
     raise RuntimeError(f"workers did not cover {WINDOW_FRAMES} video frames in {RUN_TIMEOUT_S}s")
 
 
@@ -196,13 +211,8 @@ def measure_two_workers(roms: str, tmp: Path) -> float:
     try:
         for w in ws:
             w.wait_in_play()
-        # Both in play: take the marks together so the window is shared.
-        marks = []
-        for w in ws:
-            r = w.read()
-            if r is None:
-                raise RuntimeError(f"worker metrics vanished: {w.log_tail()}")
-            marks.append(r)
+        # Both in play: take fresh edge-aligned marks so the windows overlap almost entirely.
+        marks = [w.wait_in_play() for w in ws]
         ends = wait_window(ws, marks)
         fps = [(e[1] - m[1]) / (e[0] - m[0]) for e, m in zip(ends, marks)]
         log(f"two workers: {fps[0]:.0f} + {fps[1]:.0f} = {sum(fps):.0f} video fps")

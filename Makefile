@@ -1,0 +1,47 @@
+# Tempest DQN training system: `make setup`, `make up`, `make test` (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+EMULATORS ?= 1
+DEBIAN_PACKAGES := mame redis-server prometheus
+export TEMPEST_ROMPATH ?= $(abspath ../shared/roms)
+
+.PHONY: setup debian-packages up test test-unit test-game bench clean
+
+setup: debian-packages $(VENV)/.installed
+
+# Debian packages the services and tests need; installed only when missing (needs root or sudo).
+debian-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	  || { echo "setup: could not install$$missing (run as root or install them yourself)"; exit 1; }; \
+	fi
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+# Runs what exists of the pipeline on this machine without Docker: EMULATORS=N workers
+# (metrics on ports 9101, 9102, ...).  Ctrl-C stops everything, MAME included.
+up: setup
+	$(VENV)/bin/honcho -f Procfile start -p 9101 -c emulator=$(EMULATORS)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+test-game: setup
+	$(PY) -m pytest -q tests/game
+
+bench: setup
+	$(PY) bench/emulator.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
