@@ -9,6 +9,7 @@ lane 0 is a real lane.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -163,6 +164,29 @@ def decode_ram(ram: np.ndarray) -> GameState:
         zap_pressed=(r(0x4D) & 0x08) != 0,
         zapper_running=r(0x125) != 0,
     )
+
+
+class TickSummary(NamedTuple):
+    """The few GameState fields episode bookkeeping needs, read straight from one tick's RAM
+    (the worker's per-tick hot path; same decoding as `decode_ram`, checked by a unit test)."""
+    gamestate: int
+    in_play: bool
+    player_alive: bool
+    score: int
+    lives: int
+    level: int
+
+
+def summarize_tick(ram) -> TickSummary:
+    gs = int(ram[0x00])
+    score = (_bcd_int(ram[0x42]) * 10000 + _bcd_int(ram[0x41]) * 100 + _bcd_int(ram[0x40]))
+    return TickSummary(gs, gs in (GS_PLAY, GS_ZOOM), not (int(ram[0x201]) & 0x80), score,
+                       int(ram[0x48]), int(ram[0x9F]))
+
+
+def _bcd_int(byte) -> int:
+    b = int(byte)
+    return (b >> 4) * 10 + (b & 0x0F)
 
 
 # dtype and per-state shape of every field (the wire schema and from_arrays use these).

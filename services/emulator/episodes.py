@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tempest_common.game_state import GameState
+from tempest_common.game_state import TickSummary
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class RewardConfig:
 
 
 def game_reward(score_delta: int, died: bool, cfg: RewardConfig) -> float:
-    r = float(np.clip(score_delta * cfg.scale, -cfg.clip, cfg.clip))
+    r = min(max(score_delta * cfg.scale, -cfg.clip), cfg.clip)
     return r - cfg.death_penalty if died else r
 
 
@@ -46,7 +46,7 @@ class Record:
     reward_shaping: float
     terminal: bool
     truncated: bool
-    state: np.ndarray           # float32[STATE_SIZE]
+    state: object               # the caller's payload for the tick's state (a vector, or RAM to encode later)
 
 
 @dataclass
@@ -67,7 +67,7 @@ class EpisodeEnd:
 
 @dataclass
 class _Pending:
-    state: np.ndarray
+    state: object
     action: int
     actor: int
     score: int
@@ -83,7 +83,7 @@ class EpisodeTracker:
         self.episode_id: int | None = None
         self._step = 0
         self._pending: _Pending | None = None
-        self._last: tuple[np.ndarray, int] | None = None  # last in-play state and score
+        self._last: tuple[object, int] | None = None  # last in-play state and score
         self._start_score = 0
         self._game_reward = 0.0
         self._shaping = 0.0
@@ -101,32 +101,31 @@ class EpisodeTracker:
     def in_episode(self) -> bool:
         return self.episode_id is not None
 
-    def observe(self, s: GameState, vector: np.ndarray, action: int, actor: int,
+    def observe(self, s: TickSummary, state: object, action: int, actor: int,
                 evaluation: bool = False) -> tuple[list[Record], list[EpisodeEnd]]:
-        """One tick: state `s` (single GameState), its vector, the action chosen for it."""
+        """One tick: its summary `s`, the state payload records carry, the action chosen for it."""
         records: list[Record] = []
         ends: list[EpisodeEnd] = []
-        score = int(s.score)
+        score = s.score
         if score < self._last_score:
             self.game_id += 1  # the score went back to 0: a new game started
         self._last_score = score
-        in_play = bool(s.in_play)
-        alive = bool(s.player_alive)
+        in_play, alive = s.in_play, s.player_alive
 
         if self.in_episode and not alive:
             # Death edge: the pending action led to it.
             if self._pending is not None:
                 records.append(self._outcome(score, died=True))
-            ends.append(self._close(score, int(s.level), "terminal", game_over=int(s.lives) <= 1))
+            ends.append(self._close(score, s.level, "terminal", game_over=s.lives <= 1))
             return records, ends
         if self.in_episode and in_play and self._pending is not None:
             records.append(self._outcome(score, died=False))
         if not self.in_episode and in_play and alive:
             self._open(score, evaluation)
         if self.in_episode and in_play:
-            self._pending = _Pending(np.asarray(vector, np.float32), int(action), int(actor), score)
-            self._last = (self._pending.state, score)
-            self._level = int(s.level)
+            self._pending = _Pending(state, int(action), int(actor), score)
+            self._last = (state, score)
+            self._level = s.level
         return records, ends
 
     def truncate(self) -> tuple[list[Record], list[EpisodeEnd]]:

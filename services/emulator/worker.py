@@ -16,7 +16,7 @@ import uuid
 import numpy as np
 
 from tempest_common.actions import action_has_zap, decode_action
-from tempest_common.game_state import decode_ram
+from tempest_common.game_state import decode_ram, summarize_tick
 from tempest_common.messages import ACTOR_NAMES, EpisodeSummary, Heartbeat, TransitionBatch
 from tempest_common.state_vector import encode_state
 
@@ -141,28 +141,28 @@ class EmulatorWorker:
             in_play = gamestate in (0x04, 0x20)
             self._ticks_since_zap += 1
             if in_play:
-                state_cache = []
-                actor, action = self.actors.choose(lambda: state_cache.append(decode_ram(ram)) or state_cache[-1],
-                                                   int(ram[0x3AA]), self._ticks_since_zap)
+                actor, action = self.actors.choose(lambda: decode_ram(ram), int(ram[0x3AA]), self._ticks_since_zap)
                 a = decode_action(action)
                 self.server.reply(CMD_ACT, a.fire, a.zap, a.spinner)
                 if action_has_zap(action):
                     self._ticks_since_zap = 0
-                state = state_cache[-1] if state_cache else decode_ram(ram)
             else:
                 self.server.reply(CMD_ACT)
-                actor, action, state = 0, -1, decode_ram(ram)
-            self._after_tick(msg.video_frame, state, action, actor, in_play)
+                actor, action = 0, -1
+            self._after_tick(msg.video_frame, ram, action, actor, in_play)
             if self._trace is not None:
                 key = self.tracker.pending_key if in_play else None
                 self._trace.append((msg.video_frame, ram, *(key or (-1, -1))))
 
-    def _after_tick(self, video_frame: int, state, action: int, actor: int, in_play: bool) -> None:
+    def _after_tick(self, video_frame: int, ram: np.ndarray, action: int, actor: int, in_play: bool) -> None:
         self._video_frame = video_frame
-        vector = encode_state(state, self._prev_state) if in_play else None
-        self._prev_state = state if in_play else None
-        records, ends = self.tracker.observe(state, vector, action, actor)
-        if in_play and state.player_alive:
+        tick = summarize_tick(ram)
+        # Records carry (RAM, previous play tick's RAM); vectors are encoded per batch in _flush,
+        # which costs a fraction of encoding tick by tick.
+        payload = (ram, self._prev_state) if in_play else None
+        self._prev_state = ram if in_play else None
+        records, ends = self.tracker.observe(tick, payload, action, actor)
+        if in_play and tick.player_alive:
             self.frames_total += 1
             self.metrics.frames.inc()
             self.metrics.actions.labels(actor=ACTOR_NAMES[actor]).inc()
@@ -223,11 +223,14 @@ class EmulatorWorker:
         if not self._records:
             return
         rs, self._records = self._records, []
+        rams = np.stack([r.state[0] for r in rs])
+        prev = np.stack([r.state[0] if r.state[1] is None else r.state[1] for r in rs])  # no prev: zero velocity
+        states = encode_state(decode_ram(rams), decode_ram(prev))
         batch = TransitionBatch(
             self.stream_id, self.cfg.worker_id,
             np.array([r.episode_id for r in rs], np.int64), np.array([r.step for r in rs], np.int32),
             np.array([r.actor for r in rs], np.uint8), np.array([r.action for r in rs], np.int16),
             np.array([r.reward_game for r in rs], np.float32), np.array([r.reward_shaping for r in rs], np.float32),
             np.array([r.terminal for r in rs], bool), np.array([r.truncated for r in rs], bool),
-            np.stack([r.state for r in rs]).astype(self.state_dtype))
+            states.astype(self.state_dtype))
         self.peers.send("replay", batch)

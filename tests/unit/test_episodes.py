@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from services.emulator.episodes import EpisodeTracker, RewardConfig, game_reward
-from tempest_common.game_state import decode_ram
+from tempest_common.game_state import decode_ram, summarize_tick
 from tempest_common.state_vector import encode_state
 from tests.unit.recorded import FIRST_LIVES, GAME_OVER, ZOOM
 
@@ -15,8 +15,7 @@ def run(ticks, truncate_at_end=False, actor=2):
     states = decode_ram(ticks)
     records, ends = [], []
     for i in range(len(ticks)):
-        s = states[i]
-        r, e = tracker.observe(s, encode_state(s), action=i % 44, actor=actor)
+        r, e = tracker.observe(summarize_tick(ticks[i]), encode_state(states[i]), action=i % 44, actor=actor)
         records += r
         ends += e
     if truncate_at_end:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tempest_common.game_state import (FIELD_SPECS, GS_PLAY, GS_ZOOM, GameState, decode_bcd_score,
+from tempest_common.game_state import (FIELD_SPECS, GS_PLAY, GS_ZOOM, GameState, decode_bcd_score, summarize_tick,
                                        decode_ram, lane_distance)
 from tests.unit.recorded import FIRST_LIVES, GAME_OVER, ZOOM
 
@@ -62,3 +62,11 @@ def test_decode_rejects_wrong_size():
 ])
 def test_lane_distance(frm, to, tube_open, expected):
     assert lane_distance(frm, to, tube_open) == expected
+
+
+def test_tick_summary_matches_full_decode():
+    for ticks in (FIRST_LIVES, ZOOM, GAME_OVER):
+        s = decode_ram(ticks)
+        for i in range(len(ticks)):
+            t = summarize_tick(ticks[i])
+            assert t == (s.gamestate[i], s.in_play[i], s.player_alive[i], s.score[i], s.lives[i], s.level[i])
