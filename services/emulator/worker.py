@@ -1,8 +1,9 @@
 """EmulatorWorker: supervises one MAME, plays it tick by tick, ships transitions and episodes.
 
 Per game tick: receive RAM from the Lua bridge, choose an action and reply at once (MAME waits
-for it), then do the bookkeeping while MAME emulates the next tick: decode the GameState, encode
-the state vector, turn ticks into records and episodes (EpisodeTracker), send batches.
+for it), then do the bookkeeping while MAME emulates the next tick: turn ticks into records and
+episodes (EpisodeTracker), and per batch of records decode the GameStates, encode the state
+vectors and send the batch.
 MAME is restarted when it exits, dies or stops sending ticks; the open episode is truncated.
 Stopping (SIGTERM / SIGINT / stop()) asks MAME to exit through the bridge, then kills it.
 """
