@@ -27,9 +27,9 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 # Runs what exists of the pipeline on this machine without Docker: EMULATORS=N workers
-# (metrics on ports 9101, 9102, ...).  Ctrl-C stops everything, MAME included.
+# (metrics on ports 9110, 9111, ...), the expert (9102).  Ctrl-C stops everything, MAME included.
 up: setup
-	$(VENV)/bin/honcho -f Procfile start -p 9101 -c emulator=$(EMULATORS)
+	$(VENV)/bin/honcho -f Procfile start -p 9110 -c emulator=$(EMULATORS)
 
 test: setup
 	$(PY) -m pytest -q
