@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 from services.emulator.mame_process import MameProcess, _die_with_parent, _headless_env  # noqa: E402
 
 PAIRS = 5
-WINDOW_FRAMES = 8000          # video frames measured per run (after play started)
+MIN_PAIRS = 3
+PAIRS_BUDGET_S = 360.0       # past this, stop adding pairs beyond MIN_PAIRS (10-minute limit)
+WINDOW_FRAMES = 12000         # video frames measured per run (after play started)
 START_TIMEOUT_S = 60.0        # to reach play
 RUN_TIMEOUT_S = 180.0         # to cover the window once in play
 POLL_S = 0.1                  # /metrics poll period; readings are taken when the counter just moved
@@ -165,7 +167,7 @@ class Worker:
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                log(f"worker {self.proc.pid} ignored SIGTERM for 15s; SIGKILL")
+                log(f"worker {self.proc.pid} ignored SIGTERM for 15s; SIGKILL. Its log: {self.log_tail(8)}")
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
@@ -227,7 +229,7 @@ def measure_two_workers(roms: str, tmp: Path) -> float:
 
 def main() -> int:
     roms = rompath()
-    log(f"ROMs: {roms}; {PAIRS} pairs of raw/worker, window {WINDOW_FRAMES} video frames in play")
+    log(f"ROMs: {roms}; up to {PAIRS} pairs of raw/worker, window {WINDOW_FRAMES} video frames in play")
     raw_fps: list[float] = []
     worker_fps: list[float] = []
     worker_tps: list[float] = []
@@ -235,6 +237,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-emulator-") as d:
         tmp = Path(d)
         for i in range(PAIRS):
+            if i >= MIN_PAIRS and time.monotonic() - T0 > PAIRS_BUDGET_S:
+                log(f"time budget: stopping after {i} pairs")
+                break
             log(f"pair {i + 1}/{PAIRS}: raw MAME")
             r = measure_raw(roms, tmp)
             log(f"pair {i + 1}/{PAIRS}: worker")

@@ -3,7 +3,8 @@
     index = buttons * 11 + spinner_index
     buttons:        0 none, 1 fire, 2 superzapper, 3 fire + superzapper
     spinner speeds: -12 -9 -6 -3 -1 0 +1 +3 +6 +9 +12  (signed delta written to $0050 per frame;
-                    positive = clockwise / increasing lane)
+                    positive = toward lower lane numbers, as recorded from the real game: see
+                    services/expert/policy.py SPIN_SIGN)
 
 The superzapper is gated: `gate_zap` turns a zap action into the same action without the zap
 unless the level still has a use left and the cooldown since the last zap has passed.  Learners

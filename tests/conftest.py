@@ -100,3 +100,21 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.fixture()
+def redis_server(tmp_path):
+    """A real redis-server on a free port, private to the test; yields its URL."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(binary):
+        pytest.fail("redis-server is not installed: `make setup` installs Debian's redis-server")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    import redis
+    client = redis.Redis(port=port)
+    wait_for(lambda: client.ping(), 10, what="redis-server")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.kill()
+    proc.wait(5)

@@ -1,0 +1,21 @@
+"""Prometheus metrics of the expert service."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from tempest_common.wire import REASONS
+
+
+class ExpertMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = {"registry": registry} if registry is not None else {}
+        self.requests = Counter("tempest_expert_requests", "Expert requests answered (ok or error)", **r)
+        self.decisions = Counter("tempest_expert_decisions", "States the expert decided", **r)
+        self.errors = Counter("tempest_expert_errors", "Requests answered with an error, by reason", ["reason"], **r)
+        self.latency = Histogram("tempest_expert_latency_seconds",
+                                 "Time from receiving a request to sending its reply",
+                                 buckets=(5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2), **r)
+        self.batch_states = Histogram("tempest_expert_batch_states", "States per policy call (across requests)",
+                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096), **r)
+        for reason in (*REASONS, "policy_error"):
+            self.errors.labels(reason=reason)

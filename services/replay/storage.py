@@ -1,0 +1,171 @@
+"""The durable copy of the replay ring in Redis, written by a background thread.
+
+Layout (prefix `REPLAY_REDIS_PREFIX`, default "tempest:replay"):
+  {p}:chunk:{seq}    string: one TransitionBatch exactly as it arrived on the wire (msgpack,
+                     states as sent: float16 by default); `seq` = global sequence number of its
+                     first row, so slot = seq % capacity survives restarts
+  {p}:chunks         list of "{seq}:{rows}", oldest first (the ring's order)
+  {p}:rows           int: rows held in chunks (bounded by the capacity: oldest chunks go first)
+  {p}:next_seq       int: the next row's sequence number
+  {p}:inserted_total, {p}:sampled_total   ints: counters behind the replay ratio
+Chunks are written in arrival order; a chunk and its list entry go in one MULTI/EXEC, so a
+crash never leaves a listed chunk without its data.  While Redis is unreachable the writer
+retries with back-off and the queue holds up to `max_buffered` chunks; a chunk beyond that is
+lost and counted (never silently).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from typing import Callable, Iterator
+
+import redis
+
+log = logging.getLogger("replay.storage")
+
+
+class ChunkStore:
+    def __init__(self, url: str, prefix: str, capacity: int, max_buffered: int,
+                 on_written: Callable[[int], None] = lambda rows: None,
+                 on_lost: Callable[[int], None] = lambda rows: None):
+        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.p = prefix
+        self.capacity = capacity
+        self._queue: queue.Queue = queue.Queue(maxsize=max_buffered)
+        self._chunks: deque[tuple[int, int]] = deque()
+        self._rows = 0
+        self.on_written = on_written
+        self.on_lost = on_lost
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending_counters = {"sampled_total": 0}
+        self._lock = threading.Lock()
+
+    # -- start-up ---------------------------------------------------------------------------
+    def load(self) -> tuple[list[tuple[int, int]], int, dict[str, int]]:
+        """Chunk list, next seq and counters as Redis holds them (waits for Redis to answer)."""
+        for attempt in range(60):
+            try:
+                self.redis.ping()
+                break
+            except redis.ConnectionError as exc:
+                if attempt == 59:
+                    raise
+                log.warning("waiting for Redis: %s", exc)
+                time.sleep(1)
+        entries = [e.decode().split(":") for e in self.redis.lrange(f"{self.p}:chunks", 0, -1)]
+        chunks = [(int(s), int(r)) for s, r in entries]
+        self._chunks = deque(chunks)
+        self._rows = sum(r for _, r in chunks)
+        next_seq = int(self.redis.get(f"{self.p}:next_seq") or 0)
+        counters = {k: int(self.redis.get(f"{self.p}:{k}") or 0) for k in ("inserted_total", "sampled_total")}
+        return chunks, next_seq, counters
+
+    def iter_payloads(self, chunks: list[tuple[int, int]], group: int = 256) -> Iterator[tuple[int, bytes]]:
+        for i in range(0, len(chunks), group):
+            part = chunks[i:i + group]
+            values = self.redis.mget([f"{self.p}:chunk:{s}" for s, _ in part])
+            for (seq, _), value in zip(part, values):
+                if value is not None:
+                    yield seq, value
+
+    # -- writing ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="redis-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, seq: int, rows: int, payload: bytes) -> None:
+        try:
+            self._queue.put_nowait((seq, rows, payload))
+        except queue.Full:
+            log.error("Redis write buffer full: chunk of %d rows lost", rows)
+            self.on_lost(rows)
+
+    def add_sampled(self, n: int) -> None:
+        with self._lock:
+            self._pending_counters["sampled_total"] += n
+
+    @property
+    def buffered(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued (up to `timeout`), then stop the thread."""
+        deadline = time.monotonic() + timeout
+        while self._queue.qsize() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        item = None
+        while not self._stop.is_set():
+            if item is None:
+                try:
+                    item = self._queue.get(timeout=0.2)
+                except queue.Empty:
+                    self._flush_counters()
+                    continue
+            batch = [item]
+            while len(batch) < 64:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(batch)
+                backoff = 0.1
+                item = None
+            except redis.RedisError as exc:
+                log.warning("Redis write failed (%s); retrying in %.1f s, %d chunks buffered",
+                            exc, backoff, self._queue.qsize() + len(batch))
+                for extra in batch[1:]:  # keep order: retry the whole group, first item first
+                    try:
+                        self._queue.put_nowait(extra)
+                    except queue.Full:
+                        self.on_lost(extra[1])
+                item = batch[0]
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _write(self, batch: list[tuple[int, int, bytes]]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        rows_added = 0
+        evict = []
+        chunks, total = list(self._chunks), self._rows
+        for seq, rows, payload in batch:
+            pipe.set(f"{self.p}:chunk:{seq}", payload)
+            pipe.rpush(f"{self.p}:chunks", f"{seq}:{rows}")
+            chunks.append((seq, rows))
+            total += rows
+            rows_added += rows
+        while total > self.capacity and len(chunks) > 1:
+            seq, rows = chunks.pop(0)
+            evict.append(seq)
+            total -= rows
+        for seq in evict:
+            pipe.delete(f"{self.p}:chunk:{seq}")
+        if evict:
+            pipe.ltrim(f"{self.p}:chunks", len(evict), -1)
+        last_seq, last_rows = batch[-1][0], batch[-1][1]
+        pipe.set(f"{self.p}:rows", total)
+        pipe.set(f"{self.p}:next_seq", last_seq + last_rows)
+        pipe.incrby(f"{self.p}:inserted_total", rows_added)
+        pipe.execute()
+        self._chunks, self._rows = deque(chunks), total
+        self.on_written(rows_added)
+
+    def _flush_counters(self) -> None:
+        with self._lock:
+            n, self._pending_counters["sampled_total"] = self._pending_counters["sampled_total"], 0
+        if n:
+            try:
+                self.redis.incrby(f"{self.p}:sampled_total", n)
+            except redis.RedisError:
+                with self._lock:
+                    self._pending_counters["sampled_total"] += n
