@@ -1,13 +1,20 @@
 """The worker's end of the Lua bridge (see lua/bridge.lua for the byte layout).
 
 MAME connects to a loopback port the worker listens on; every game tick it sends an 8-byte
-header and RAM $0000-$03FF and blocks until the worker's 4-byte reply arrives.  Replying is on
+header and RAM $0000-$03FF and blocks until the worker's 4-byte reply arrives through a named
+pipe (a blocking read costs MAME no CPU, where polling its non-blocking Lua socket would spin a
+core; closing the pipe also tells MAME at once that its worker is gone).  Replying is on
 MAME's critical path, so callers reply first and do their bookkeeping afterwards.
 """
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import socket
 import struct
+import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +57,10 @@ class BridgeServer:
         self._listener.bind(("127.0.0.1", port))
         self._listener.listen(1)
         self.port = self._listener.getsockname()[1]
+        self._fifo_dir = tempfile.mkdtemp(prefix="tempest-bridge-")
+        self.reply_fifo = os.path.join(self._fifo_dir, "replies")
+        os.mkfifo(self.reply_fifo, 0o600)
+        self._reply_fd: int | None = None
         self._conn: socket.socket | None = None
         self._buf = bytearray(MESSAGE_BYTES)
         self._view = memoryview(self._buf)
@@ -64,7 +75,21 @@ class BridgeServer:
             raise BridgeClosed(f"MAME did not connect within {timeout:.0f} s") from exc
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._conn = conn
+        self._open_reply_pipe(timeout)
         return self.receive(timeout)
+
+    def _open_reply_pipe(self, timeout: float) -> None:
+        """Open the pipe's write end once MAME has opened the read end (ENXIO until then)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._reply_fd = os.open(self.reply_fifo, os.O_WRONLY | os.O_NONBLOCK)
+                os.set_blocking(self._reply_fd, True)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                    raise BridgeClosed(f"MAME did not open the reply pipe: {exc}") from exc
+                time.sleep(0.005)
 
     def receive(self, timeout: float) -> TickMessage:
         if self._conn is None:
@@ -88,14 +113,17 @@ class BridgeServer:
         return TickMessage(kind.decode(), flags, frame, ram)
 
     def reply(self, command: int = CMD_ACT, fire: bool = False, zap: bool = False, spinner: int = 0) -> None:
-        if self._conn is None:
+        if self._reply_fd is None:
             raise BridgeClosed("no MAME connection")
         try:
-            self._conn.sendall(REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, 0))
-        except OSError as exc:
-            raise BridgeClosed(f"bridge send failed: {exc}") from exc
+            os.write(self._reply_fd, REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, 0))
+        except OSError as exc:  # EPIPE: MAME is gone
+            raise BridgeClosed(f"bridge reply failed: {exc}") from exc
 
     def drop_connection(self) -> None:
+        if self._reply_fd is not None:
+            os.close(self._reply_fd)
+            self._reply_fd = None
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -105,3 +133,4 @@ class BridgeServer:
     def close(self) -> None:
         self.drop_connection()
         self._listener.close()
+        shutil.rmtree(self._fifo_dir, ignore_errors=True)

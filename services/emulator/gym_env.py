@@ -107,7 +107,7 @@ class TempestEnv(gym.Env):
     def _launch(self) -> None:
         self._server = BridgeServer()
         self._mame = MameProcess(self.rompath, self._server.port, mame=self.mame_binary,
-                                 reply_timeout_s=self.tick_timeout_s)
+                                 reply_fifo=self._server.reply_fifo)
         self._mame.start()
         self._server.accept(60.0)
 

@@ -81,13 +81,13 @@ class MameProcess:
     """One MAME child process with private folders; start() / stop() / alive."""
 
     def __init__(self, rompath: str, port: int, workdir: str | None = None, mame: str | None = None,
-                 lua_script: Path = LUA_BRIDGE, reply_timeout_s: float = 10.0,
+                 lua_script: Path = LUA_BRIDGE, reply_fifo: str = "",
                  extra_args: list[str] | None = None, log_path: str | None = None):
         self.rompath = rompath
         self.port = port
         self.mame = find_mame(mame)
         self.lua_script = lua_script
-        self.reply_timeout_s = reply_timeout_s
+        self.reply_fifo = reply_fifo
         self.extra_args = list(extra_args or [])
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tempest-mame-"))
@@ -108,8 +108,7 @@ class MameProcess:
         for sub in ("cfg", "nvram", "sta", "ini", "snap", "inp", "diff"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         env = _headless_env()
-        env.update(TEMPEST_BRIDGE_PORT=str(self.port),
-                   TEMPEST_BRIDGE_TIMEOUT_S=str(max(1, int(self.reply_timeout_s))))
+        env.update(TEMPEST_BRIDGE_PORT=str(self.port), TEMPEST_BRIDGE_REPLY_FIFO=self.reply_fifo)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)

@@ -18,7 +18,7 @@ from .mame_process import MameProcess
 
 def record(rompath: str, ticks: int, seed: int = 0) -> np.ndarray:
     server = BridgeServer()
-    mame = MameProcess(rompath, server.port)
+    mame = MameProcess(rompath, server.port, reply_fifo=server.reply_fifo)
     mame.start()
     rng = np.random.default_rng(seed)
     rams = []

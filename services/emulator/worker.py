@@ -85,7 +85,7 @@ class EmulatorWorker:
 
     def _run_one_mame(self) -> None:
         self.mame = MameProcess(self.cfg.rompath, self.server.port, self.cfg.workdir or None,
-                                self.cfg.mame_binary, reply_timeout_s=self.cfg.stall_timeout_s)
+                                self.cfg.mame_binary, reply_fifo=self.server.reply_fifo)
         self.mame.start()
         log.info("MAME started (pid %s)", self.mame.pid)
         try:

@@ -1,6 +1,10 @@
 -- Tempest bridge: runs inside MAME (autoboot script), talks to its emulator worker.
 --
--- Protocol (loopback TCP, MAME is the client, the worker listens on TEMPEST_BRIDGE_PORT):
+-- Protocol: states go over loopback TCP (MAME is the client, the worker listens on
+-- TEMPEST_BRIDGE_PORT); replies come back through the named pipe TEMPEST_BRIDGE_REPLY_FIFO,
+-- because MAME's Lua sockets cannot block: waiting on one means spinning a core, which starves
+-- the worker it waits for once several workers share the CPUs.  A read on the pipe sleeps in
+-- the kernel, and returns end-of-file the moment the worker dies.
 --   MAME -> worker, once per game tick ($0003 changed), and once right after a save or load:
 --     8-byte header: 'T', kind ('H' hello | 'S' state), flags (bit0 loaded, bit1 saved), 0,
 --                    uint32 LE video frame number; then RAM $0000-$03FF (1024 bytes).
@@ -10,11 +14,11 @@
 -- Only game ticks are sent (~46% of video frames in play): frames where $0003 did not change
 -- carry no new state.  Outside play and zoom the script drives the game itself (free play,
 -- start in attract mode, fire in level select and high-score entry), so the worker's action
--- there is ignored.  If the worker does not answer within TEMPEST_BRIDGE_TIMEOUT_S seconds (it
--- died or went away) MAME exits: headless MAME ignores SIGTERM, so it must stop itself.
+-- there is ignored.  When the worker goes away (end of file on the pipe, a failed write) MAME
+-- exits: headless MAME ignores SIGTERM, so it must stop itself.
 
 local PORT = os.getenv("TEMPEST_BRIDGE_PORT")
-local TIMEOUT_S = tonumber(os.getenv("TEMPEST_BRIDGE_TIMEOUT_S") or "10")
+local REPLY_FIFO = os.getenv("TEMPEST_BRIDGE_REPLY_FIFO")
 local STATE_NAME = os.getenv("TEMPEST_BRIDGE_STATE_NAME") or "start"
 
 local GS_PLAY, GS_ZOOM, GS_LEVEL_SELECT, GS_HIGH_SCORE = 0x04, 0x20, 0x16, 0x12
@@ -26,6 +30,7 @@ local zap_field = machine.ioport.ports[":BUTTONSP1"].fields["P1 Button 2"]
 local start_field = machine.ioport.ports[":IN2"].fields["1 Player Start"]
 
 local sock = nil
+local replies = nil
 local video_frame = 0
 local prev_tick = nil       -- last seen $0003; nil forces a message on the next frame
 local pending_flags = 0     -- flags for the next message (loaded / saved)
@@ -45,20 +50,16 @@ local function connect()
   if PORT == nil then quit("TEMPEST_BRIDGE_PORT is not set"); return end
   sock = emu.file("rw")
   local err = sock:open("socket.127.0.0.1:" .. PORT)
-  if err ~= nil then quit("cannot connect to worker on port " .. PORT .. ": " .. tostring(err)); sock = nil end
+  if err ~= nil then quit("cannot connect to worker on port " .. PORT .. ": " .. tostring(err)); sock = nil; return end
+  if REPLY_FIFO == nil then quit("TEMPEST_BRIDGE_REPLY_FIFO is not set"); sock = nil; return end
+  replies = io.open(REPLY_FIFO, "rb")  -- blocks until the worker opens the write end
+  if replies == nil then quit("cannot open reply pipe " .. REPLY_FIFO); sock = nil; return end
+  replies:setvbuf("no")
 end
 
 local function read_exact(n)
-  local buf = ""
-  local deadline = os.time() + TIMEOUT_S
-  while #buf < n do
-    local chunk = sock:read(n - #buf)
-    if chunk ~= nil and #chunk > 0 then
-      buf = buf .. chunk
-    elseif os.time() > deadline then
-      return nil
-    end
-  end
+  local buf = replies:read(n)  -- blocks (no CPU) until the reply arrives; nil at end of file
+  if buf == nil or #buf < n then return nil end
   return buf
 end
 
@@ -74,7 +75,7 @@ local function exchange(kind)
   local ok = pcall(function() sock:write(header .. mem:read_range(0x0000, 0x03FF, 8)) end)
   if not ok then quit("write to worker failed"); return false end
   local reply = read_exact(4)
-  if reply == nil then quit("no reply from worker for " .. TIMEOUT_S .. " s"); return false end
+  if reply == nil then quit("the worker closed the reply pipe"); return false end
   local cmd, buttons, spinner = string.unpack("<BBb", reply)
   if cmd == 3 then quit("worker asked to exit"); return false end
   if cmd == 1 or cmd == 2 then
