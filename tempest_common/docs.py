@@ -32,8 +32,13 @@ def state_vector_table() -> str:
 
 def blocks() -> dict[Path, dict[str, str]]:
     from services.emulator.config import EmulatorConfig
-    return {REPO / "services" / "emulator" / "README.md": {"config": config_table(EmulatorConfig),
-                                                           "state-vector": state_vector_table()}}
+    from services.expert.config import ExpertConfig
+    from services.replay.config import ReplayConfig
+    svc = REPO / "services"
+    return {svc / "emulator" / "README.md": {"config": config_table(EmulatorConfig),
+                                             "state-vector": state_vector_table()},
+            svc / "expert" / "README.md": {"config": config_table(ExpertConfig)},
+            svc / "replay" / "README.md": {"config": config_table(ReplayConfig)}}
 
 
 def render(text: str, generated: dict[str, str]) -> str:

@@ -1,10 +1,11 @@
 """The worker's end of the Lua bridge (see lua/bridge.lua for the byte layout).
 
 MAME connects to a loopback port the worker listens on; every game tick it sends an 8-byte
-header and RAM $0000-$03FF and blocks until the worker's 4-byte reply arrives through a named
-pipe (a blocking read costs MAME no CPU, where polling its non-blocking Lua socket would spin a
-core; closing the pipe also tells MAME at once that its worker is gone).  Replying is on
-MAME's critical path, so callers reply first and do their bookkeeping afterwards.
+header and RAM $0000-$03FF and waits for the worker's 4-byte reply.  Each reply is preceded by a
+doorbell byte on a named pipe: MAME polls its (non-blocking) socket briefly, then sleeps on the
+pipe, so a slow reply costs it no CPU; closing the pipe tells MAME at once that its worker is
+gone.  Replying is on MAME's critical path, so callers reply first and do their bookkeeping
+afterwards.
 """
 from __future__ import annotations
 
@@ -113,10 +114,11 @@ class BridgeServer:
         return TickMessage(kind.decode(), flags, frame, ram)
 
     def reply(self, command: int = CMD_ACT, fire: bool = False, zap: bool = False, spinner: int = 0) -> None:
-        if self._reply_fd is None:
+        if self._reply_fd is None or self._conn is None:
             raise BridgeClosed("no MAME connection")
         try:
-            os.write(self._reply_fd, REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, 0))
+            os.write(self._reply_fd, b"\x01")  # ring first: a polling MAME never blocks on it
+            self._conn.sendall(REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, 0))
         except OSError as exc:  # EPIPE: MAME is gone
             raise BridgeClosed(f"bridge reply failed: {exc}") from exc
 

@@ -103,6 +103,11 @@ class TempestEnv(gym.Env):
         self._has_start_state = False
         self._state = None
 
+    @property
+    def game_state(self):
+        """The GameState behind the latest observation (what the expert policy reads)."""
+        return self._state
+
     # -- internals -----------------------------------------------------------------------------
     def _launch(self) -> None:
         self._server = BridgeServer()

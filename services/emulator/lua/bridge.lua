@@ -1,10 +1,12 @@
 -- Tempest bridge: runs inside MAME (autoboot script), talks to its emulator worker.
 --
--- Protocol: states go over loopback TCP (MAME is the client, the worker listens on
--- TEMPEST_BRIDGE_PORT); replies come back through the named pipe TEMPEST_BRIDGE_REPLY_FIFO,
--- because MAME's Lua sockets cannot block: waiting on one means spinning a core, which starves
--- the worker it waits for once several workers share the CPUs.  A read on the pipe sleeps in
--- the kernel, and returns end-of-file the moment the worker dies.
+-- Protocol: loopback TCP both ways (MAME is the client, the worker listens on
+-- TEMPEST_BRIDGE_PORT), plus a doorbell: before each reply the worker writes one byte to the
+-- named pipe TEMPEST_BRIDGE_REPLY_FIFO.  MAME's Lua sockets cannot block, so the script polls
+-- the socket for a short while (a reply usually comes within microseconds, and polling avoids
+-- a wake-up on every tick), then sleeps on the pipe, which costs no CPU; spinning instead
+-- would starve the workers once several share the CPUs.  The pipe also returns end-of-file the
+-- moment the worker dies.
 --   MAME -> worker, once per game tick ($0003 changed), and once right after a save or load:
 --     8-byte header: 'T', kind ('H' hello | 'S' state), flags (bit0 loaded, bit1 saved), 0,
 --                    uint32 LE video frame number; then RAM $0000-$03FF (1024 bytes).
@@ -19,6 +21,7 @@
 
 local PORT = os.getenv("TEMPEST_BRIDGE_PORT")
 local REPLY_FIFO = os.getenv("TEMPEST_BRIDGE_REPLY_FIFO")
+local SPIN_POLLS = tonumber(os.getenv("TEMPEST_BRIDGE_SPIN_POLLS") or "150")
 local STATE_NAME = os.getenv("TEMPEST_BRIDGE_STATE_NAME") or "start"
 
 local GS_PLAY, GS_ZOOM, GS_LEVEL_SELECT, GS_HIGH_SCORE = 0x04, 0x20, 0x16, 0x12
@@ -30,7 +33,7 @@ local zap_field = machine.ioport.ports[":BUTTONSP1"].fields["P1 Button 2"]
 local start_field = machine.ioport.ports[":IN2"].fields["1 Player Start"]
 
 local sock = nil
-local replies = nil
+local doorbell = nil
 local video_frame = 0
 local prev_tick = nil       -- last seen $0003; nil forces a message on the next frame
 local pending_flags = 0     -- flags for the next message (loaded / saved)
@@ -52,14 +55,31 @@ local function connect()
   local err = sock:open("socket.127.0.0.1:" .. PORT)
   if err ~= nil then quit("cannot connect to worker on port " .. PORT .. ": " .. tostring(err)); sock = nil; return end
   if REPLY_FIFO == nil then quit("TEMPEST_BRIDGE_REPLY_FIFO is not set"); sock = nil; return end
-  replies = io.open(REPLY_FIFO, "rb")  -- blocks until the worker opens the write end
-  if replies == nil then quit("cannot open reply pipe " .. REPLY_FIFO); sock = nil; return end
-  replies:setvbuf("no")
+  doorbell = io.open(REPLY_FIFO, "rb")  -- blocks until the worker opens the write end
+  if doorbell == nil then quit("cannot open reply pipe " .. REPLY_FIFO); sock = nil; return end
+  doorbell:setvbuf("no")
 end
 
-local function read_exact(n)
-  local buf = replies:read(n)  -- blocks (no CPU) until the reply arrives; nil at end of file
-  if buf == nil or #buf < n then return nil end
+-- The 4-byte reply: poll the socket SPIN_POLLS times, then take the doorbell byte (already
+-- there if the reply came, since the worker rings first; otherwise this sleeps until it rings)
+-- and finish reading the reply.  nil when the worker is gone.
+local function read_reply()
+  local buf = ""
+  for _ = 1, SPIN_POLLS do
+    local chunk = sock:read(4 - #buf)
+    if chunk ~= nil and #chunk > 0 then
+      buf = buf .. chunk
+      if #buf == 4 then break end
+    end
+  end
+  local bell = doorbell:read(1)
+  if bell == nil then return nil end
+  local deadline = os.time() + 10
+  while #buf < 4 do
+    local chunk = sock:read(4 - #buf)
+    if chunk ~= nil and #chunk > 0 then buf = buf .. chunk
+    elseif os.time() > deadline then return nil end
+  end
   return buf
 end
 
@@ -74,8 +94,8 @@ local function exchange(kind)
   pending_flags = 0
   local ok = pcall(function() sock:write(header .. mem:read_range(0x0000, 0x03FF, 8)) end)
   if not ok then quit("write to worker failed"); return false end
-  local reply = read_exact(4)
-  if reply == nil then quit("the worker closed the reply pipe"); return false end
+  local reply = read_reply()
+  if reply == nil then quit("the worker went away"); return false end
   local cmd, buttons, spinner = string.unpack("<BBb", reply)
   if cmd == 3 then quit("worker asked to exit"); return false end
   if cmd == 1 or cmd == 2 then

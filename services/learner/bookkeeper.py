@@ -1,0 +1,111 @@
+"""The run's bookkeeper (pure: no I/O, no clock): global frames, the exploration schedule, and
+the performance figures, all from what the workers report.
+
+Global frames: every worker's heartbeat carries its own frame counter; the bookkeeper adds the
+increase since that worker's previous heartbeat (a counter that went down means the worker
+restarted, and its new value counts in full).  Episode summaries count episodes and feed the
+performance windows:
+  - an evaluation game (episodes flagged `evaluation`, same stream and game id) ends with the
+    life whose summary says game_over; its score is the game's BCD score then;
+  - DQN1M / DQN5M: mean evaluation-game score over the last 1M / 5M global frames;
+  - 5M slope: least-squares slope of those scores against the global frame at which each game
+    ended, per million frames;
+  - episode reward slope: slope of the last 20 episodes' game rewards against episode index,
+    times 20 (the seed's RwdSlope).
+Schedule: expert_ratio = max(floor, start * decay ** (frames / decay_every)); epsilon is a live
+setting.  state_dict() / load_state_dict() carry all of it through checkpoints.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from tempest_common.messages import EpisodeSummary, Heartbeat
+
+WINDOWS = {"1M": 1_000_000, "5M": 5_000_000}
+REWARD_SLOPE_EPISODES = 20
+
+
+@dataclass(frozen=True)
+class Schedule:
+    expert_ratio: float
+    epsilon: float
+
+
+def expert_ratio(frames: int, start: float, decay: float, decay_every: int, floor: float) -> float:
+    return max(floor, start * decay ** (frames / decay_every))
+
+
+def slope(x, y) -> float:
+    """Least-squares slope of y against x (0 with fewer than two distinct x)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return 0.0
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+
+
+class Bookkeeper:
+    def __init__(self):
+        self.global_frames = 0
+        self.episodes = 0
+        self._worker_frames: dict[str, int] = {}
+        self._eval_games: deque[tuple[int, float]] = deque()        # (global frame at end, score)
+        self._rewards: deque[float] = deque(maxlen=REWARD_SLOPE_EPISODES)
+        self.last_eval_score: float | None = None
+
+    # -- input ----------------------------------------------------------------------------------
+    def on_heartbeat(self, hb: Heartbeat) -> int:
+        """Returns the frames this heartbeat added."""
+        last = self._worker_frames.get(hb.worker_id, 0)
+        delta = hb.frames_total - last if hb.frames_total >= last else hb.frames_total
+        self._worker_frames[hb.worker_id] = hb.frames_total
+        self.global_frames += max(0, delta)
+        return max(0, delta)
+
+    def on_episode(self, ep: EpisodeSummary) -> None:
+        self.episodes += 1
+        self._rewards.append(ep.game_reward)
+        if ep.evaluation and ep.game_over:
+            self._eval_games.append((self.global_frames, float(ep.game_score)))
+            self.last_eval_score = float(ep.game_score)
+            horizon = self.global_frames - max(WINDOWS.values())
+            while self._eval_games and self._eval_games[0][0] < horizon:
+                self._eval_games.popleft()
+
+    # -- output ---------------------------------------------------------------------------------
+    def schedule(self, start: float, decay: float, decay_every: int, floor: float, epsilon: float) -> Schedule:
+        return Schedule(expert_ratio(self.global_frames, start, decay, decay_every, floor), epsilon)
+
+    def _window(self, name: str) -> list[tuple[int, float]]:
+        since = self.global_frames - WINDOWS[name]
+        return [(f, s) for f, s in self._eval_games if f >= since]
+
+    def reward_mean(self, window: str) -> float | None:
+        games = self._window(window)
+        return float(np.mean([s for _, s in games])) if games else None
+
+    def reward_slope(self, window: str = "5M") -> float:
+        games = self._window(window)
+        return slope([f / 1e6 for f, _ in games], [s for _, s in games])
+
+    def episode_reward_slope(self) -> float:
+        r = list(self._rewards)
+        return slope(np.arange(len(r)), r) * REWARD_SLOPE_EPISODES
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"global_frames": self.global_frames, "episodes": self.episodes,
+                "worker_frames": dict(self._worker_frames),
+                "eval_games": [list(g) for g in self._eval_games], "rewards": list(self._rewards),
+                "last_eval_score": self.last_eval_score}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.global_frames = int(state["global_frames"])
+        self.episodes = int(state["episodes"])
+        self._worker_frames = {str(k): int(v) for k, v in state["worker_frames"].items()}
+        self._eval_games = deque((int(f), float(s)) for f, s in state["eval_games"])
+        self._rewards = deque((float(r) for r in state["rewards"]), maxlen=REWARD_SLOPE_EPISODES)
+        self.last_eval_score = state.get("last_eval_score")
