@@ -10,8 +10,10 @@ stdout line is one JSON object:
   decisions_per_s     states/s the real service process answers to one client, batches of 32
                       distinct states recorded from play
   single_latency_ms   p50 round trip of a one-state request
-Every life starts from the same MAME save state on the first level (TempestEnv.reset), and is
-capped at MAX_TICKS_PER_LIFE ticks so the run stays well inside 10 minutes.
+Every life starts from the same MAME save state on the first level (TempestEnv.reset), then
+plays a seeded random number (0-30) of no-op ticks, the same sequence for both policies, so that
+a deterministic policy does not replay one identical life ten times; lives are capped at
+MAX_TICKS_PER_LIFE ticks so the run stays well inside 10 minutes.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from services.emulator.gym_env import TempestEnv  # noqa: E402
 from services.expert.client import ExpertClient  # noqa: E402
 from services.expert.policy import expert_action  # noqa: E402
+from tempest_common.actions import NOOP  # noqa: E402
 from tempest_common.game_state import GameState, decode_ram  # noqa: E402
 
 LIVES = 10
@@ -50,11 +53,16 @@ def rompath() -> str:
     return path
 
 
+NOOP_STARTS = np.random.default_rng(12345).integers(0, 31, LIVES)
+
+
 def play_lives(env: TempestEnv, policy: str, rng: np.random.Generator, recorded: list) -> tuple[list, list]:
     scores, levels = [], []
     for life in range(LIVES):
         env.reset(seed=life)
         start_score = env.game_state.score
+        for _ in range(NOOP_STARTS[life]):
+            env.step(NOOP)
         ticks_since_zap = 10**6
         for tick in range(MAX_TICKS_PER_LIFE):
             state = env.game_state

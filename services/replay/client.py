@@ -39,6 +39,8 @@ class ReplayClient:
         self._sock.connect(url)
         self._ids = itertools.count(1)
         self._early: dict[int, object] = {}
+        self._unawaited: set[int] = set()   # fire-and-forget priority updates
+        self.ignored_errors = 0
 
     def send_sample(self, batch_size: int, n_step: int, gamma: float, prioritized: bool = True,
                     beta: float = 0.4, wait_s: float = 0.0) -> int:
@@ -58,6 +60,10 @@ class ReplayClient:
                 msg = decode(self._sock.recv(copy=False).buffer, expect=(SampleReply, Ack))
             except MessageError as exc:
                 raise ReplayError(f"{exc.reason}: malformed reply: {exc}") from exc
+            if msg.request_id in self._unawaited:
+                self._unawaited.discard(msg.request_id)
+                self.ignored_errors += msg.error is not None
+                continue
             if msg.request_id == request_id or msg.request_id == 0:
                 return self._check(msg)
             self._early[msg.request_id] = msg
@@ -67,8 +73,11 @@ class ReplayClient:
         rid = self.send_sample(batch_size, n_step, gamma, prioritized, beta, wait_s)
         return self.receive(rid, None if wait_s == 0 else self.timeout_s + wait_s)
 
-    def send_priorities(self, index: np.ndarray, priority: np.ndarray) -> int:
+    def send_priorities(self, index: np.ndarray, priority: np.ndarray, await_ack: bool = True) -> int:
+        """Send new priorities; with await_ack=False the ack is dropped whenever it arrives."""
         rid = next(self._ids)
+        if not await_ack:
+            self._unawaited.add(rid)
         self._sock.send(encode(PriorityUpdate(rid, np.asarray(index, np.uint64),
                                               np.asarray(priority, np.float32))))
         return rid

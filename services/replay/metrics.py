@@ -23,7 +23,7 @@ class ReplayMetrics:
                                         "Priority updates for rows overwritten since sampling (ignored)", **r)
         self.sample_seconds = Histogram("tempest_replay_sample_seconds", "Time to build one sample batch",
                                         buckets=(1e-4, 1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.25, 1.0), **r)
-        for reason in REASONS:
+        for reason in (*REASONS, "nonfinite"):
             self.malformed.labels(reason=reason)
         for reason in ("too_small", "rate_limited", "bad_request"):
             self.refused.labels(reason=reason)

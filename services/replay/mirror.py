@@ -89,6 +89,11 @@ class ReplayMirror:
         self.next_seq = max(self.next_seq, start + b)
         return start
 
+    def break_stream(self, stream_id: str) -> None:
+        """Forget where a stream ended: its next batch starts a new chain of links.  Used when a
+        batch of the stream was dropped, so no n-step window bridges the gap."""
+        self._stream_last.pop(stream_id, None)
+
     def sample(self, batch_size: int, n: int, gamma: float, prioritized: bool, beta: float,
                rng: np.random.Generator, max_rounds: int = 8) -> Sample:
         """batch_size rows whose n-step window is complete; rows that are not (an episode still

@@ -125,6 +125,12 @@ class ReplayService:
         rows = batch.num_rows()
         if rows == 0:
             return
+        if not (np.isfinite(batch.state).all() and np.isfinite(batch.reward_game).all()
+                and np.isfinite(batch.reward_shaping).all()):
+            self.metrics.malformed.labels(reason="nonfinite").inc()
+            self.mirror.break_stream(batch.stream_id)
+            log.warning("dropped a transition batch of stream %s with NaN/inf values (%d rows)", batch.stream_id, rows)
+            return
         seq = self.mirror.insert(self._conform(batch))
         self.store.put(seq, rows, payload)
         self.inserted_total += rows

@@ -187,11 +187,17 @@ def test_refusals_cap_and_bad_input(replay):
     # garbage on both sockets is counted and the service carries on
     raw = zmq.Context.instance().socket(zmq.PUSH)
     raw.connect(f"tcp://127.0.0.1:{ports['pull']}")
+    bad = make_episode(0, 2, 10, "terminal", np.random.default_rng(4))
+    bad["reward_game"][3] = np.nan
+    for b in to_batches("s", bad, 10):
+        sender.send(b)
     raw.send(b"garbage")
     raw.send(msgpack.packb({"v": 2, "kind": "transitions"}))
     wait_for(lambda: scrape(ports["metrics"])['tempest_replay_malformed_total{reason="wrong_version"}'] == 1, 10,
              what="malformed batches counted")
     assert scrape(ports["metrics"])['tempest_replay_malformed_total{reason="not_msgpack"}'] == 1
+    assert scrape(ports["metrics"])['tempest_replay_malformed_total{reason="nonfinite"}'] == 1
+    assert scrape(ports["metrics"])["tempest_replay_size"] == 150, "the NaN batch is not stored"
     assert proc.poll() is None
     m = scrape(ports["metrics"])
     assert m["tempest_replay_ratio"] == pytest.approx(250 / 150)

@@ -1,0 +1,58 @@
+"""Read and change the learner's live settings from a terminal.
+
+    python -m services.learner.ctl get                 # every setting
+    python -m services.learner.ctl get lr tau          # some
+    python -m services.learner.ctl set lr=0.0005 n_step=3
+    (--addr tcp://HOST:5559, default $CONTROL_ADDR or tcp://127.0.0.1:5559)
+Values are validated by the learner; a refused change prints its reason and exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .control import ControlClient, ControlError
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m services.learner.ctl", description="learner live settings")
+    ap.add_argument("--addr", default=os.environ.get("CONTROL_ADDR", "tcp://127.0.0.1:5559"))
+    ap.add_argument("op", choices=("get", "set"))
+    ap.add_argument("items", nargs="*", help="names (get) or name=value pairs (set)")
+    args = ap.parse_args(argv)
+    client = ControlClient(args.addr)
+    try:
+        if args.op == "get":
+            settings = client.get()
+            names = args.items or sorted(settings)
+            unknown = [n for n in names if n not in settings]
+            if unknown:
+                print(f"unknown setting(s): {', '.join(unknown)}", file=sys.stderr)
+                return 1
+            for name in names:
+                print(f"{name} = {settings[name]}")
+            return 0
+        changes = {}
+        for item in args.items:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                print(f"expected name=value, got {item!r}", file=sys.stderr)
+                return 2
+            changes[name] = value
+        if not changes:
+            print("nothing to set", file=sys.stderr)
+            return 2
+        settings = client.set(**changes)
+        for name in changes:
+            print(f"{name} = {settings[name]}")
+        return 0
+    except ControlError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The learner: trains the DQN on replay samples, keeps the run's books, publishes weights.
+
+One loop: serve control requests and the workers' inbox (episode summaries, heartbeats), wait
+if the pacing says so, take k micro-batches from the replay (the next request is already in
+flight while a step trains), one optimizer step (dqn.train_step), priorities back to the
+replay, target network upkeep, metrics, weights + schedule published every few steps,
+checkpoints every CHECKPOINT_EVERY_S and on stop.  The maths is in dqn.py.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import threading
+import time
+import uuid
+
+import numpy as np
+import torch
+import zmq
+
+from tempest_common.actions import NUM_ACTIONS
+from tempest_common.config import ConfigError
+from tempest_common.messages import ACTOR_EXPERT, EpisodeSummary, Heartbeat, WeightsSchedule
+from tempest_common.wire import MessageError, decode, encode
+
+from ..replay.client import ReplayClient, ReplayError, ReplayTimeout
+from . import checkpoint
+from .bookkeeper import Bookkeeper
+from .control import ControlServer
+from .dqn import Batch, DuelingQNetwork, hard_update, soft_update, train_step
+from .metrics import LearnerMetrics
+from .settings import LearnerConfig, LiveSettings, apply_changes
+
+log = logging.getLogger("learner")
+PRIORITY_EPS = 1e-3
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("DEVICE=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+class Learner:
+    def __init__(self, cfg: LearnerConfig, live: LiveSettings, metrics: LearnerMetrics | None = None,
+                 context: zmq.Context | None = None):
+        self.cfg, self.live = cfg, live
+        self.metrics = metrics or LearnerMetrics()
+        self.device = pick_device(cfg.device)
+        if cfg.seed >= 0:
+            torch.manual_seed(cfg.seed)
+        self.online = DuelingQNetwork(cfg.state_dim, NUM_ACTIONS, cfg.hidden_sizes()).to(self.device)
+        self.target = copy.deepcopy(self.online)
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=live.lr)
+        self.autocast = torch.bfloat16 if self.device.type == "cuda" else None
+        self.books = Bookkeeper()
+        self.steps = self.samples = self.target_age = self.weights_version = 0
+        self.run_id = cfg.run_id or uuid.uuid4().hex[:12]
+        ctx = context or zmq.Context.instance()
+        self.replay = ReplayClient(cfg.replay_addr, ctx)
+        self.inbox = ctx.socket(zmq.PULL)
+        self.inbox.bind(cfg.episodes_bind)
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 2)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(cfg.weights_bind)
+        self.control = ControlServer(cfg.control_bind, self.settings_dict, self.change_settings,
+                                     lambda reason: self.metrics.malformed.labels(reason=reason).inc(), ctx)
+        self._stop = threading.Event()
+        self._in_flight: list[int] = []
+        self._last_checkpoint = time.monotonic()
+        self.metrics.export_settings(live)
+
+    # -- live settings --------------------------------------------------------------------------
+    def settings_dict(self) -> dict:
+        return dataclasses.asdict(self.live)
+
+    def change_settings(self, changes: dict) -> dict:
+        new = apply_changes(self.live, changes)
+        for name in changes:
+            log.info("setting changed: %s %s -> %s", name, getattr(self.live, name), getattr(new, name))
+        if (new.batch_size, new.n_step, new.gamma, new.prioritized, new.per_beta) != \
+                (self.live.batch_size, self.live.n_step, self.live.gamma, self.live.prioritized, self.live.per_beta):
+            self._discard_in_flight()  # samples requested under the old settings
+        self.live = new
+        self.metrics.export_settings(new)
+        self.metrics.setting_changes.inc(len(changes))
+        return self.settings_dict()
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"run_id": self.run_id, "config": dataclasses.asdict(self.cfg), "live": self.settings_dict(),
+                "online": self.online.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "bookkeeper": self.books.state_dict(),
+                "counters": {"steps": self.steps, "samples": self.samples, "target_age": self.target_age,
+                             "weights_version": self.weights_version}}
+
+    def save_checkpoint(self) -> None:
+        path = checkpoint.save(self.cfg.checkpoint_dir, self.state(), self.steps)
+        self.metrics.checkpoints.inc()
+        self._last_checkpoint = time.monotonic()
+        log.info("checkpoint %s (step %d, %d global frames)", path, self.steps, self.books.global_frames)
+
+    def restore(self, state: dict, env_overrides: dict | None = None) -> None:
+        self.run_id = state["run_id"]
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.books.load_state_dict(state["bookkeeper"])
+        c = state["counters"]
+        self.steps, self.samples = int(c["steps"]), int(c["samples"])
+        self.target_age, self.weights_version = int(c["target_age"]), int(c["weights_version"])
+        self.live = apply_changes(LiveSettings(), {**state["live"], **(env_overrides or {})})
+        self.metrics.export_settings(self.live)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        log.info("learner %s on %s: %d parameters, replay %s", self.run_id, self.device,
+                 self.online.param_count(), self.cfg.replay_addr)
+        self.publish()
+        try:
+            while not self._stop.is_set():
+                self.serve_io()
+                if self._paced_out():
+                    self._wait(0.05, "pacing")
+                    continue
+                batches = self._take_batches()
+                if batches is not None:
+                    self.step(batches)
+                if time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_every_s:
+                    self.save_checkpoint()
+        finally:
+            self.save_checkpoint()
+            for sock in (self.inbox, self.pub):
+                sock.close(0)
+            self.control.close()
+            self.replay.close()
+
+    def serve_io(self) -> None:
+        self.control.serve_pending()
+        for _ in range(1000):
+            try:
+                payload = self.inbox.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                msg = decode(payload, expect=(EpisodeSummary, Heartbeat))
+            except MessageError as exc:
+                self.metrics.malformed.labels(reason=exc.reason).inc()
+                log.warning("dropped a malformed worker message: %s", exc)
+                continue
+            if isinstance(msg, Heartbeat):
+                self.books.on_heartbeat(msg)
+            else:
+                self.books.on_episode(msg)
+                self.metrics.episodes.inc()
+        self._export_books()
+
+    def _paced_out(self) -> bool:
+        per = self.live.training_steps_per_sample
+        need = self.live.batch_size * self.live.gradient_accumulation_steps
+        return per > 0 and self.samples + need > per * self.books.global_frames
+
+    def _wait(self, seconds: float, reason: str) -> None:
+        t0 = time.monotonic()
+        self._stop.wait(seconds)
+        self.metrics.waiting.labels(reason=reason).inc(time.monotonic() - t0)
+
+    def _request(self) -> None:
+        s = self.live
+        self._in_flight.append(self.replay.send_sample(s.batch_size, s.n_step, s.gamma, s.prioritized, s.per_beta))
+
+    def _discard_in_flight(self) -> None:
+        for rid in self._in_flight:
+            try:
+                self.replay.receive(rid)
+            except (ReplayError, ReplayTimeout):
+                pass
+        self._in_flight.clear()
+
+    def _take_batches(self) -> list | None:
+        """k micro-batches from the replay, keeping k more requests in flight."""
+        k = self.live.gradient_accumulation_steps
+        while len(self._in_flight) < 2 * k:
+            self._request()
+        replies = []
+        try:
+            for _ in range(k):
+                replies.append(self.replay.receive(self._in_flight.pop(0)))
+        except ReplayError as exc:
+            self._discard_in_flight()
+            if exc.reason not in ("too_small", "rate_limited"):
+                log.error("replay refused a sample: %s", exc)
+            self._wait(0.5, f"replay_{exc.reason}" if exc.reason in ("too_small", "rate_limited") else "replay_error")
+            return None
+        except ReplayTimeout as exc:
+            log.warning("%s", exc)
+            self._in_flight.clear()
+            self._wait(1.0, "replay_timeout")
+            return None
+        return replies
+
+    def _to_batch(self, r) -> Batch:
+        t = lambda a, dtype: torch.from_numpy(np.array(a)).to(self.device, dtype, non_blocking=True)  # noqa: E731
+        return Batch(state=t(r.state, torch.float32), action=t(r.action, torch.long), reward=t(r.reward, torch.float32),
+                     discount=t(r.discount, torch.float32), next_state=t(r.next_state, torch.float32),
+                     weight=t(r.weight, torch.float32), is_expert=t(r.actor == ACTOR_EXPERT, torch.bool))
+
+    def effective_lr(self) -> float:
+        s = self.live
+        if s.lr_schedule == "cosine":
+            frac = min(self.steps, s.lr_schedule_steps) / s.lr_schedule_steps
+            return s.lr_min + (s.lr - s.lr_min) * 0.5 * (1 + math.cos(math.pi * frac))
+        return s.lr
+
+    def step(self, replies: list) -> None:
+        s = self.live
+        lr = self.effective_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        stats = train_step(self.online, self.target, self.optimizer, [self._to_batch(r) for r in replies],
+                           s.max_grad_norm, s.target_clamp_value if s.clamp_targets else None, s.bc_weight,
+                           autocast_dtype=self.autocast)
+        m = self.metrics
+        m.lr.set(lr)
+        if not stats.applied:
+            m.nonfinite.inc()
+            log.warning("skipped a batch with a non-finite loss or gradient (step %d)", self.steps)
+            return
+        index = np.concatenate([r.index for r in replies])
+        priority = stats.td_error.float().cpu().numpy() + PRIORITY_EPS
+        self.replay.send_priorities(index, priority, await_ack=False)
+        self.steps += 1
+        self.samples += len(index)
+        self._update_target()
+        m.steps.inc()
+        m.samples.inc(len(index))
+        m.loss.set(stats.loss)
+        m.grad_norm.set(stats.grad_norm)
+        m.clip_ratio.set(stats.clip_ratio)
+        m.q_min.set(stats.q_min)
+        m.q_max.set(stats.q_max)
+        m.q_mean.set(stats.q_mean)
+        m.target_age.set(self.target_age)
+        if self.steps % s.publish_every_steps == 0:
+            self.publish()
+
+    def _update_target(self) -> None:
+        s = self.live
+        if s.use_soft_target:
+            soft_update(self.target, self.online, s.tau)
+        if s.hard_target_refresh_every_steps and self.steps % s.hard_target_refresh_every_steps == 0:
+            hard_update(self.target, self.online)
+            self.target_age = 0
+        else:
+            self.target_age += 1
+
+    def publish(self) -> None:
+        s = self.live
+        sched = self.books.schedule(s.expert_ratio_start, s.expert_ratio_decay, s.expert_ratio_decay_frames,
+                                    s.expert_ratio_min, s.epsilon)
+        self.weights_version += 1
+        weights = {k: v.detach().float().cpu().numpy() for k, v in self.online.state_dict().items()}
+        self.pub.send(encode(WeightsSchedule(self.weights_version, weights, sched.expert_ratio, sched.epsilon,
+                                             s.evaluation_share, s.evaluation_epsilon, self.books.global_frames,
+                                             time.time())), zmq.NOBLOCK)
+        self.metrics.weights_version.set(self.weights_version)
+        self.metrics.expert_ratio.set(sched.expert_ratio)
+        self.metrics.epsilon.set(sched.epsilon)
+
+    def _export_books(self) -> None:
+        m, b = self.metrics, self.books
+        m.global_frames.set(b.global_frames)
+        for w in ("1M", "5M"):
+            mean = b.reward_mean(w)
+            if mean is not None:
+                m.reward_mean.labels(window=w).set(mean)
+        m.reward_slope.labels(window="5M").set(b.reward_slope("5M"))
+        m.episode_reward_slope.set(b.episode_reward_slope())
+        if b.last_eval_score is not None:
+            m.eval_score.set(b.last_eval_score)

@@ -1,0 +1,59 @@
+"""Prometheus metrics of the learner (names fixed by DESIGN.md), including every live setting."""
+from __future__ import annotations
+
+import dataclasses
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from tempest_common.wire import REASONS
+
+from .bookkeeper import WINDOWS
+from .settings import LiveSettings
+
+
+class LearnerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = {"registry": registry} if registry is not None else {}
+        g = lambda name, doc, *labels: Gauge(name, doc, list(labels), **r)  # noqa: E731
+        self.q_min = g("tempest_learner_q_min", "Min online Q over the latest sampled batch (all actions)")
+        self.q_max = g("tempest_learner_q_max", "Max online Q over the latest sampled batch (all actions)")
+        self.q_mean = g("tempest_learner_q_mean", "Mean online Q over the latest sampled batch (all actions)")
+        self.loss = g("tempest_learner_loss", "Loss of the latest optimizer step")
+        self.grad_norm = g("tempest_learner_grad_norm", "Global L2 gradient norm before clipping")
+        self.clip_ratio = g("tempest_learner_grad_clip_ratio", "Post-clip / pre-clip gradient norm (1 = no clipping)")
+        self.lr = g("tempest_learner_lr", "Effective learning rate")
+        self.target_age = g("tempest_learner_target_age_steps",
+                            "Optimizer steps since the last hard target copy (soft updates only: since training began)")
+        self.steps = Counter("tempest_learner_steps", "Optimizer steps", **r)
+        self.samples = Counter("tempest_learner_samples", "Transitions trained on", **r)
+        self.nonfinite = Counter("tempest_learner_nonfinite_batches",
+                                 "Batches skipped for a non-finite loss or gradient", **r)
+        self.reward_mean = g("tempest_dqn_reward_mean", "Mean evaluation-game score over the last window of frames",
+                             "window")
+        self.reward_slope = g("tempest_dqn_reward_slope",
+                              "Least-squares slope of evaluation scores per million frames", "window")
+        self.episode_reward_slope = g("tempest_episode_reward_slope",
+                                      "Slope of the last 20 episode rewards against episode index, x20")
+        self.expert_ratio = g("tempest_expert_ratio", "Expert share of actions in the published schedule")
+        self.epsilon = g("tempest_epsilon", "Epsilon in the published schedule")
+        self.global_frames = g("tempest_learner_global_frames", "Global frames from worker heartbeats")
+        self.episodes = Counter("tempest_learner_episodes", "Episode summaries received", **r)
+        self.eval_score = g("tempest_dqn_last_evaluation_score", "Score of the latest evaluation game")
+        self.weights_version = g("tempest_learner_weights_version", "Version of the latest published weights")
+        self.waiting = Counter("tempest_learner_wait_seconds", "Seconds spent waiting (pacing, replay refusals)",
+                               ["reason"], **r)
+        self.malformed = Counter("tempest_learner_malformed", "Malformed or wrong-version messages", ["reason"], **r)
+        self.checkpoints = Counter("tempest_learner_checkpoints", "Checkpoints written", **r)
+        self.setting = g("tempest_learner_setting", "Live settings in force (booleans as 0/1)", "name")
+        self.setting_changes = Counter("tempest_learner_setting_changes", "Live setting changes applied", **r)
+        for w in WINDOWS:
+            self.reward_mean.labels(window=w)
+        self.reward_slope.labels(window="5M")
+        for reason in REASONS:
+            self.malformed.labels(reason=reason)
+
+    def export_settings(self, s: LiveSettings) -> None:
+        for f in dataclasses.fields(s):
+            value = getattr(s, f.name)
+            if isinstance(value, (bool, int, float)):
+                self.setting.labels(name=f.name).set(float(value))

@@ -1,0 +1,117 @@
+"""Learner configuration: static settings (addresses, device, paths) and the live settings,
+every knob of the incident analysis, readable and changeable at run time (control endpoint).
+
+Both are environment-variable dataclasses (tempest_common.config); a live change goes through
+the same validation, so `lr=5` is refused with the same message as `LR=5` at start.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from tempest_common.config import ConfigError, check, load_config, parse, setting
+from tempest_common.state_vector import STATE_SIZE
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    replay_addr: str = setting("REPLAY_ADDR", "tcp://127.0.0.1:5560", help="replay ROUTER (samples, priorities)")
+    episodes_bind: str = setting("LEARNER_EPISODES_BIND", "tcp://*:5557",
+                                 help="PULL for episode summaries and heartbeats from workers")
+    weights_bind: str = setting("WEIGHTS_BIND", "tcp://*:5558", help="PUB for weights + schedule")
+    control_bind: str = setting("CONTROL_BIND", "tcp://*:5559", help="ROUTER for live settings (ctl CLI)")
+    metrics_port: int = setting("METRICS_PORT", 9104, min=0, max=65535, help="Prometheus /metrics port (0 = off)")
+    device: str = setting("DEVICE", "auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
+    hidden: str = setting("HIDDEN", "512,512,256", help="hidden layer widths of the dueling network")
+    state_dim: int = setting("STATE_DIM", STATE_SIZE, min=1, max=100_000, help="state vector length")
+    checkpoint_dir: str = setting("CHECKPOINT_DIR", "run/checkpoints", help="where checkpoints go")
+    checkpoint_every_s: float = setting("CHECKPOINT_EVERY_S", 300.0, min=1.0, max=86_400.0,
+                                        help="periodic checkpoint interval (also on SIGTERM)")
+    resume: bool = setting("RESUME", True, help="resume from the latest checkpoint in CHECKPOINT_DIR")
+    run_id: str = setting("RUN_ID", "", help="run name in checkpoints (default: new id, or the resumed run's)")
+    seed: int = setting("SEED", -1, min=-1, max=2**31 - 1, help="torch seed (-1: random)")
+
+    def hidden_sizes(self) -> tuple[int, ...]:
+        try:
+            sizes = tuple(int(x) for x in self.hidden.split(","))
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 1:
+            raise ConfigError(f"HIDDEN={self.hidden} is not a comma-separated list of positive widths")
+        return sizes
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    lr: float = setting("LR", 0.001, min=1e-7, max=1.0, help="Adam learning rate (the seed: 0.003 was too high)")
+    lr_schedule: str = setting("LR_SCHEDULE", "none", choices=("none", "cosine"),
+                               help="none = constant lr; cosine = decays to lr_min over lr_schedule_steps")
+    lr_min: float = setting("LR_MIN", 0.0001, min=0.0, max=1.0, help="cosine schedule floor")
+    lr_schedule_steps: int = setting("LR_SCHEDULE_STEPS", 1_000_000, min=1, max=10**10, help="cosine period (steps)")
+    use_soft_target: bool = setting("USE_SOFT_TARGET", True, help="blend the target network every step")
+    tau: float = setting("TAU", 0.005, min=0.0, max=1.0, help="soft target blend per optimizer step")
+    hard_target_refresh_every_steps: int = setting("HARD_TARGET_REFRESH_EVERY_STEPS", 25_000, min=0, max=10**9,
+                                                   help="hard copy to the target every N steps (0 = never)")
+    n_step: int = setting("N_STEP", 5, min=1, max=100, help="n of the n-step returns (built by the replay)")
+    gamma: float = setting("GAMMA", 0.995, min=0.0, max=1.0, help="discount")
+    gradient_accumulation_steps: int = setting("GRADIENT_ACCUMULATION_STEPS", 1, min=1, max=256,
+                                               help="micro-batches per optimizer step")
+    training_steps_per_sample: float = setting(
+        "TRAINING_STEPS_PER_SAMPLE", 8.0, min=0.0, max=1e6,
+        help="pacing: transitions trained on per transition collected (0 = as fast as possible)")
+    batch_size: int = setting("BATCH_SIZE", 1024, min=1, max=1 << 20, help="rows per micro-batch")
+    max_grad_norm: float = setting("MAX_GRAD_NORM", 5.0, min=0.0, max=1e6, help="global L2 clip (0 = off)")
+    clamp_targets: bool = setting("CLAMP_TARGETS", False, help="clamp TD targets (emergency brake)")
+    target_clamp_value: float = setting("TARGET_CLAMP_VALUE", 50.0, min=0.0, max=1e9, help="|target| limit")
+    prioritized: bool = setting("PRIORITIZED", True, help="prioritized replay sampling")
+    per_beta: float = setting("PER_BETA", 0.4, min=0.0, max=1.0, help="importance-weight exponent")
+    bc_weight: float = setting("BC_WEIGHT", 0.0, min=0.0, max=100.0, help="behaviour-cloning loss weight (expert rows)")
+    expert_ratio_start: float = setting("EXPERT_RATIO_START", 0.95, min=0.0, max=1.0, help="expert share at frame 0")
+    expert_ratio_decay: float = setting("EXPERT_RATIO_DECAY", 0.996, min=0.0, max=1.0,
+                                        help="multiplier per EXPERT_RATIO_DECAY_FRAMES global frames")
+    expert_ratio_decay_frames: int = setting("EXPERT_RATIO_DECAY_FRAMES", 10_000, min=1, max=10**12,
+                                             help="frames per decay step")
+    expert_ratio_min: float = setting("EXPERT_RATIO_MIN", 0.10, min=0.0, max=1.0, help="floor of the expert share")
+    epsilon: float = setting("EPSILON", 0.1, min=0.0, max=1.0, help="random actions on the network's turns")
+    evaluation_share: float = setting("EVALUATION_SHARE", 0.05, min=0.0, max=1.0,
+                                      help="share of games played as evaluation games")
+    evaluation_epsilon: float = setting("EVALUATION_EPSILON", 0.01, min=0.0, max=1.0,
+                                        help="epsilon in evaluation games")
+    publish_every_steps: int = setting("PUBLISH_EVERY_STEPS", 50, min=1, max=10**9,
+                                       help="publish weights + schedule every N optimizer steps")
+
+
+def load_live_settings(environ=None) -> LiveSettings:
+    return load_config(LiveSettings, environ)
+
+
+def load_learner_config(environ=None) -> LearnerConfig:
+    return load_config(LearnerConfig, environ)
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(LiveSettings)}
+
+
+def apply_changes(current: LiveSettings, changes: dict) -> LiveSettings:
+    """Validated copy of `current` with `changes` ({name: value}; values may be strings as typed
+    on a command line).  ConfigError names the setting and its allowed range."""
+    known = _fields()
+    updates = {}
+    for name, value in changes.items():
+        f = known.get(name)
+        if f is None:
+            raise ConfigError(f"unknown setting {name!r}: known settings are {', '.join(sorted(known))}")
+        meta = f.metadata["setting"]
+        shown = value if isinstance(value, str) else None
+        if isinstance(value, str) and meta["type"] is not str:
+            value = parse(meta, value, name)
+        elif meta["type"] is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif not isinstance(value, meta["type"]) or (meta["type"] is int and isinstance(value, bool)):
+            raise ConfigError(f"{name}={value!r} has the wrong type: expected {meta['type'].__name__}")
+        updates[name] = check(meta, value, name, shown=shown)
+    new = dataclasses.replace(current, **updates)
+    if new.lr_schedule == "cosine" and new.lr_min > new.lr:
+        raise ConfigError(f"lr_min={new.lr_min} must not exceed lr={new.lr}")
+    return new

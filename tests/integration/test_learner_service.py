@@ -1,0 +1,212 @@
+"""Integration: the real learner process trained through the real replay service and Redis."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from services.learner import checkpoint
+from services.learner.dqn import DuelingQNetwork
+from services.replay.client import TransitionSender
+from tempest_common.actions import NUM_ACTIONS
+from tempest_common.messages import EpisodeSummary, Heartbeat, TransitionBatch, WeightsSchedule
+from tempest_common.wire import decode, encode
+from tests.conftest import REPO, free_port, scrape, start_service, stop_process, wait_for
+
+pytestmark = pytest.mark.integration
+N_STATES, GAMMA = 5, 0.9
+
+
+def q_star() -> np.ndarray:
+    """Chain MDP: odd actions move right (reward 1 on reaching the last state, terminal), even
+    actions move left (state 0 stays).  Q*(s, right) = g^(N-2-s), Q*(s, left) = g V*(max(s-1, 0))."""
+    v = GAMMA ** (N_STATES - 2 - np.arange(N_STATES - 1))
+    q = np.zeros((N_STATES - 1, NUM_ACTIONS))
+    for s in range(N_STATES - 1):
+        q[s, 1::2] = v[s]
+        q[s, 0::2] = GAMMA * v[max(s - 1, 0)]
+    return q
+
+
+def chain_episodes(rng, count: int):
+    for e in range(count):
+        s, rows = int(rng.integers(0, N_STATES - 1)), []
+        for t in range(30):
+            a = int(rng.integers(0, NUM_ACTIONS))
+            nxt = s + 1 if a % 2 else max(s - 1, 0)
+            done = nxt == N_STATES - 1
+            rows.append((s, a, 1.0 if done else 0.0, done))
+            s = nxt
+            if done:
+                break
+        truncated_tail = [] if rows[-1][3] else [(s, -1, 0.0, False)]
+        yield e, rows, truncated_tail
+
+
+def one_hot(states) -> np.ndarray:
+    return np.eye(N_STATES, dtype=np.float32)[np.asarray(states)]
+
+
+def send_chain(sender: TransitionSender, episodes: int, seed: int = 0) -> int:
+    rows_sent = 0
+    for e, rows, tail in chain_episodes(np.random.default_rng(seed), episodes):
+        allrows = rows + tail
+        b = len(allrows)
+        trunc = np.array([i == len(rows) for i in range(b)])
+        reward = np.array([r for _, _, r, _ in allrows], np.float32)
+        sender.send(TransitionBatch(
+            "chain", "test", np.full(b, e, np.int64), np.arange(b, dtype=np.int32), np.full(b, 2, np.uint8),
+            np.array([a for _, a, _, _ in allrows], np.int16), reward, np.zeros(b, np.float32),
+            np.array([d for *_, d in allrows]), trunc, one_hot([s for s, *_ in allrows])))
+        rows_sent += b
+    return rows_sent
+
+
+@pytest.fixture()
+def stack(redis_server, tmp_path):
+    p = {k: free_port() for k in ("pull", "router", "rmetrics", "episodes", "weights", "control", "lmetrics")}
+    replay = start_service("services.replay.main", {
+        "REDIS_URL": redis_server, "REPLAY_PULL_BIND": f"tcp://127.0.0.1:{p['pull']}",
+        "REPLAY_BIND": f"tcp://127.0.0.1:{p['router']}", "METRICS_PORT": str(p["rmetrics"]),
+        "STATE_DIM": str(N_STATES), "REPLAY_STATE_DTYPE": "float32", "MIN_SIZE_TO_SAMPLE": "500",
+        "REPLAY_CAPACITY": "100000", "SEED": "1"}, tmp_path / "replay.log")
+    wait_for(lambda: scrape(p["rmetrics"]), 30, what="replay up")
+    learner_env = {
+        "REPLAY_ADDR": f"tcp://127.0.0.1:{p['router']}", "LEARNER_EPISODES_BIND": f"tcp://127.0.0.1:{p['episodes']}",
+        "WEIGHTS_BIND": f"tcp://127.0.0.1:{p['weights']}", "CONTROL_BIND": f"tcp://127.0.0.1:{p['control']}",
+        "METRICS_PORT": str(p["lmetrics"]), "STATE_DIM": str(N_STATES), "HIDDEN": "64,64", "DEVICE": "cpu",
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "SEED": "0", "N_STEP": "1", "GAMMA": str(GAMMA),
+        "BATCH_SIZE": "256", "LR": "0.002", "TAU": "0.02", "HARD_TARGET_REFRESH_EVERY_STEPS": "0",
+        "TRAINING_STEPS_PER_SAMPLE": "0", "PRIORITIZED": "1", "MAX_GRAD_NORM": "10", "PUBLISH_EVERY_STEPS": "100"}
+    procs = []
+
+    def start_learner(**extra):
+        proc = start_service("services.learner.main", {**learner_env, **{k: str(v) for k, v in extra.items()}},
+                             tmp_path / f"learner{len(procs)}.log")
+        procs.append(proc)
+        wait_for(lambda: scrape(p["lmetrics"]), 60, what="learner up")
+        return proc
+    sender = TransitionSender(f"tcp://127.0.0.1:{p['pull']}")
+    yield p, sender, start_learner, tmp_path
+    for proc in procs:
+        stop_process(proc)
+    stop_process(replay)
+
+
+def latest_weights(port: int, min_version: int, timeout: float) -> WeightsSchedule:
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sub.poll(500):
+                msg = decode(sub.recv(), expect=WeightsSchedule)
+                if msg.version >= min_version:
+                    return msg
+        raise AssertionError(f"no weights version >= {min_version} within {timeout} s")
+    finally:
+        sub.close(0)
+
+
+def test_learns_q_star_of_a_chain_through_replay_and_redis(stack):
+    p, sender, start_learner, _ = stack
+    send_chain(sender, 400)
+    start_learner()
+    # 3000 optimizer steps at batch 256 (publishes every 100 steps -> version 31 after 3000)
+    msg = latest_weights(p["weights"], 31, 240)
+    net = DuelingQNetwork(N_STATES, NUM_ACTIONS, (64, 64))
+    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in msg.weights.items()})
+    with torch.no_grad():
+        q = net(torch.from_numpy(one_hot(range(N_STATES - 1)))).numpy()
+    rel = np.abs(q - q_star()) / q_star()
+    assert rel.max() < 0.05, f"max relative error {rel.max():.3f}\n{q[:, :2]}\nvs\n{q_star()[:, :2]}"
+    m = scrape(p["lmetrics"])
+    assert m["tempest_learner_steps_total"] >= 3000 and m["tempest_learner_nonfinite_batches_total"] == 0
+    assert 0 < m["tempest_learner_grad_clip_ratio"] <= 1 and m["tempest_learner_target_age_steps"] >= 3000
+
+
+def test_control_checkpoint_resume_nan_and_schedule(stack):
+    p, sender, start_learner, tmp = stack
+    send_chain(sender, 100)
+    proc = start_learner(EXPERT_RATIO_START="0.9", EXPERT_RATIO_MIN="0.2", EXPERT_RATIO_DECAY="0.5",
+                         EXPERT_RATIO_DECAY_FRAMES="1000", PUBLISH_EVERY_STEPS="10")
+    ctl = [sys.executable, "-m", "services.learner.ctl", "--addr", f"tcp://127.0.0.1:{p['control']}"]
+    run = lambda *args: subprocess.run([*ctl, *args], cwd=REPO, capture_output=True, text=True, timeout=30)  # noqa
+    out = run("set", "lr=0.0005", "n_step=3")
+    assert out.returncode == 0, out.stderr
+    assert "lr = 0.0005" in out.stdout
+    wait_for(lambda: scrape(p["lmetrics"])["tempest_learner_lr"] == 0.0005, 20, what="the new lr in force")
+    assert scrape(p["lmetrics"])['tempest_learner_setting{name="n_step"}'] == 3
+    bad = run("set", "lr=5")
+    assert bad.returncode == 1 and "lr=5 is out of range" in bad.stderr
+    assert run("set", "warp_speed=9").returncode == 1
+    assert "lr = 0.0005" in run("get", "lr").stdout
+    # heartbeats move the global frame count; the schedule decays to its floor, not below
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{p['episodes']}")
+    for frames in (5_000, 20_000):
+        push.send(encode(Heartbeat("w1", frames, 3, 600.0, 270.0, time.time())))
+    push.send(encode(EpisodeSummary("s", "w1", 0, 0, True, 10, 1.0, 0.0, 150, 1500, 0, "terminal", True,
+                                    {"network": 10}, time.time())))
+    push.send(b"not a message")
+    wait_for(lambda: scrape(p["lmetrics"])["tempest_learner_global_frames"] == 20_000, 20, what="global frames")
+    msg = latest_weights(p["weights"], 1, 60)
+    assert msg.global_frames == 20_000 and msg.expert_ratio == pytest.approx(0.2)
+    m = scrape(p["lmetrics"])
+    assert m["tempest_expert_ratio"] == pytest.approx(0.2)
+    assert m['tempest_dqn_reward_mean{window="1M"}'] == 1500
+    assert m['tempest_learner_malformed_total{reason="not_msgpack"}'] == 1
+    steps_before = scrape(p["lmetrics"])["tempest_learner_steps_total"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    state = checkpoint.load(checkpoint.latest(tmp / "ckpt"))
+    assert state["counters"]["steps"] >= steps_before > 0
+    assert state["live"]["lr"] == 0.0005 and state["bookkeeper"]["global_frames"] == 20_000
+    # resumes counters, schedule state and live settings; explicit env settings (TAU) still win
+    start_learner(LR="", N_STEP="", TAU="0.03")
+    m = scrape(p["lmetrics"])
+    assert m["tempest_learner_global_frames"] == 20_000
+    assert m['tempest_learner_setting{name="lr"}'] == 0.0005 and m['tempest_learner_setting{name="n_step"}'] == 3
+    assert m['tempest_learner_setting{name="tau"}'] == 0.03
+    msg = latest_weights(p["weights"], state["counters"]["weights_version"] + 1, 60)
+    assert msg.expert_ratio == pytest.approx(0.2)
+    push.close(0)
+
+
+def test_a_nan_batch_is_skipped_and_counted(tmp_path):
+    """The learner's own step on a batch with a NaN return (the replay drops NaN transitions at
+    insert, so this stands for a network or data fault that slips through)."""
+    from prometheus_client import CollectorRegistry
+
+    from services.learner.learner import Learner
+    from services.learner.metrics import LearnerMetrics
+    from services.learner.settings import load_learner_config, load_live_settings
+    from tempest_common.messages import SampleReply
+
+    ports = {k: free_port() for k in ("e", "w", "c")}
+    cfg = load_learner_config({"STATE_DIM": str(N_STATES), "HIDDEN": "16", "DEVICE": "cpu", "METRICS_PORT": "0",
+                               "LEARNER_EPISODES_BIND": f"tcp://127.0.0.1:{ports['e']}",
+                               "WEIGHTS_BIND": f"tcp://127.0.0.1:{ports['w']}",
+                               "CONTROL_BIND": f"tcp://127.0.0.1:{ports['c']}",
+                               "REPLAY_ADDR": f"tcp://127.0.0.1:{free_port()}", "CHECKPOINT_DIR": str(tmp_path)})
+    registry = CollectorRegistry()
+    learner = Learner(cfg, load_live_settings({}), LearnerMetrics(registry))
+    before = [p.detach().clone() for p in learner.online.parameters()]
+    b = 4
+    reward = np.array([0.0, np.nan, 1.0, 0.0], np.float32)
+    reply = SampleReply(1, None, np.arange(b, dtype=np.uint64), one_hot([0, 1, 2, 3]), np.zeros(b, np.int16),
+                        reward, np.full(b, GAMMA, np.float32), one_hot([1, 2, 3, 3]), np.ones(b, np.float32),
+                        np.full(b, 2, np.uint8))
+    learner.step([reply])
+    assert registry.get_sample_value("tempest_learner_nonfinite_batches_total") == 1
+    assert learner.steps == 0 and all(torch.equal(a, p) for a, p in zip(before, learner.online.parameters()))
+    reward[1] = 0.5
+    learner.step([reply])
+    assert learner.steps == 1 and registry.get_sample_value("tempest_learner_steps_total") == 1
