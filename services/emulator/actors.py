@@ -1,9 +1,12 @@
-"""Who acts on a tick: the expert (probability expert_ratio), else the network, epsilon-greedy.
+"""Who acts on a tick.
 
-The network arrives with the learner issue; until weights are published its turns are random
-(actor "random").  The expert is asked through its client; when it does not answer in time the
-tick is played randomly and the expert is left alone for a back-off period, so a dead expert
-costs one timeout per back-off, not one per tick.
+Training games: the expert with probability expert_ratio, else the network, epsilon-greedy
+(actor "random" for the epsilon draws).  Before the first weights arrive the network's turns
+are random.  Evaluation games: the network alone with evaluation epsilon (actor "evaluation").
+The expert is asked through its client; when it does not answer in time the tick is played
+randomly and the expert is left alone for a back-off period, so a dead expert costs one timeout
+per back-off, not one per tick.  The learner's published schedule replaces expert_ratio and the
+epsilons as it arrives.
 """
 from __future__ import annotations
 
@@ -14,49 +17,68 @@ import numpy as np
 
 from tempest_common.actions import NUM_ACTIONS, gate_zap
 from tempest_common.game_state import GameState
-from tempest_common.messages import ACTOR_EXPERT, ACTOR_RANDOM
+from tempest_common.messages import ACTOR_EVALUATION, ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM
 
 from ..expert.client import ExpertClient, ExpertError
 from .metrics import WorkerMetrics
+from .network_policy import NetworkPolicy
 
 log = logging.getLogger("emulator.actors")
 
 
 class ActorChooser:
-    def __init__(self, expert: ExpertClient | None, expert_ratio: float, epsilon: float,
+    def __init__(self, expert: ExpertClient | None, network: NetworkPolicy, expert_ratio: float, epsilon: float,
                  expert_timeout_ms: float, expert_backoff_s: float, metrics: WorkerMetrics,
                  rng: np.random.Generator):
         self.expert = expert
+        self.network = network
         self.expert_ratio = expert_ratio
         self.epsilon = epsilon
+        self.evaluation_share = 0.0
+        self.evaluation_epsilon = 0.0
         self.expert_timeout_ms = expert_timeout_ms
         self.expert_backoff_s = expert_backoff_s
         self.metrics = metrics
         self.rng = rng
         self._expert_retry_at = 0.0
-        # Pre-drawn randomness: one draw per tick from a block keeps the hot path cheap.
-        self._uniform = np.empty(0)
+        # Pre-drawn randomness: one block of draws serves many ticks, keeping the hot path cheap.
+        self._uniform = np.empty((0, 2))
         self._actions = np.empty(0, np.int64)
         self._k = 0
 
-    def _draw(self) -> tuple[float, int]:
-        if self._k >= len(self._uniform):
-            self._uniform = self.rng.random(4096)
+    def follow_schedule(self, expert_ratio: float, epsilon: float, evaluation_share: float,
+                        evaluation_epsilon: float) -> None:
+        self.expert_ratio, self.epsilon = expert_ratio, epsilon
+        self.evaluation_share, self.evaluation_epsilon = evaluation_share, evaluation_epsilon
+
+    def _draw(self) -> tuple[float, float, int]:
+        if self._k >= len(self._actions):
+            self._uniform = self.rng.random((4096, 2))
             self._actions = self.rng.integers(0, NUM_ACTIONS, 4096)
             self._k = 0
         u, a = self._uniform[self._k], int(self._actions[self._k])
         self._k += 1
-        return u, a
+        return u[0], u[1], a
 
-    def choose(self, state_fn, zaps_used: int, ticks_since_zap: int) -> tuple[int, int]:
-        """(actor, action) for this tick.  `state_fn()` decodes the GameState only when needed."""
-        u, random_action = self._draw()
-        if u < self.expert_ratio and self.expert is not None and time.monotonic() >= self._expert_retry_at:
+    def next_game_is_evaluation(self) -> bool:
+        return self.network.ready and self.rng.random() < self.evaluation_share
+
+    def choose(self, state_fn, network_fn, zaps_used: int, ticks_since_zap: int,
+               evaluation: bool = False) -> tuple[int, int]:
+        """(actor, action).  `state_fn()` decodes the GameState and `network_fn()` runs the network,
+        each only when that actor plays."""
+        u_actor, u_eps, random_action = self._draw()
+        random_action = int(gate_zap(random_action, zaps_used, ticks_since_zap))
+        if evaluation and self.network.ready:
+            action = random_action if u_eps < self.evaluation_epsilon else network_fn()
+            return ACTOR_EVALUATION, int(gate_zap(action, zaps_used, ticks_since_zap))
+        if u_actor < self.expert_ratio and self.expert is not None and time.monotonic() >= self._expert_retry_at:
             action = self._ask_expert(state_fn())
             if action is not None:
                 return ACTOR_EXPERT, action
-        action = int(gate_zap(random_action, zaps_used, ticks_since_zap))
-        return ACTOR_RANDOM, action
+        if self.network.ready and u_eps >= self.epsilon:
+            return ACTOR_NETWORK, int(gate_zap(network_fn(), zaps_used, ticks_since_zap))
+        return ACTOR_RANDOM, random_action
 
     def _ask_expert(self, state: GameState) -> int | None:
         batch = GameState.stack([state])

@@ -20,6 +20,8 @@ class EmulatorConfig:
                                help="replay PULL address for transition batches ('' = none)")
     learner_addr: str = setting("LEARNER_EPISODES_ADDR", "tcp://127.0.0.1:5557",
                                 help="learner PULL address for episode summaries and heartbeats ('' = none)")
+    weights_addr: str = setting("WEIGHTS_ADDR", "tcp://127.0.0.1:5558",
+                                help="learner PUB address for weights + schedule ('' = never use the network)")
     expert_addr: str = setting("EXPERT_ADDR", "tcp://127.0.0.1:5556", help="expert ROUTER address ('' = none)")
     metrics_port: int = setting("METRICS_PORT", 9101, min=0, max=65535, help="Prometheus /metrics port (0 = off)")
     expert_ratio: float = setting("EXPERT_RATIO", 0.95, min=0.0, max=1.0,

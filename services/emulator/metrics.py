@@ -30,6 +30,8 @@ class WorkerMetrics:
                                  ["peer", "reason"], **r)
         self.actions = Counter("tempest_emulator_actions", "Decisions by who made them", ["actor"], **r)
         self.expert_timeouts = Counter("tempest_expert_timeouts", "Expert requests that got no reply in time", **r)
+        self.weights_version = Gauge("tempest_emulator_weights_version", "Version of the network weights in use", **r)
+        self.evaluation_games = Counter("tempest_evaluation_games", "Evaluation games started", **r)
         for peer in ("replay", "learner", "expert"):
             self.dropped.labels(peer=peer)
         for name in ACTOR_NAMES:

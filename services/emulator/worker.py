@@ -16,17 +16,18 @@ import uuid
 
 import numpy as np
 
-from tempest_common.actions import action_has_zap, decode_action
+from tempest_common.actions import NOOP, action_has_zap, decode_action
 from tempest_common.game_state import decode_ram, summarize_tick
-from tempest_common.messages import ACTOR_NAMES, EpisodeSummary, Heartbeat, TransitionBatch
+from tempest_common.messages import ACTOR_NAMES, ACTOR_RANDOM, EpisodeSummary, Heartbeat, TransitionBatch
 from tempest_common.state_vector import encode_state
 
 from .actors import ActorChooser
-from .bridge import CMD_ACT, CMD_EXIT, BridgeClosed, BridgeServer
+from .bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeClosed, BridgeServer
 from .config import EmulatorConfig
 from .episodes import EpisodeEnd, EpisodeTracker, Record, RewardConfig
 from .mame_process import MameProcess, check_rom_dir
 from .metrics import WorkerMetrics
+from .network_policy import NetworkPolicy
 from .peers import Peers
 
 log = logging.getLogger("emulator.worker")
@@ -40,8 +41,9 @@ class EmulatorWorker:
         self.peers = peers or Peers(cfg.replay_addr, cfg.learner_addr, cfg.expert_addr, cfg.send_hwm, self.metrics)
         seed = None if cfg.seed < 0 else cfg.seed
         self.rng = np.random.default_rng(seed)
-        self.actors = ActorChooser(self.peers.expert, cfg.expert_ratio, cfg.epsilon, cfg.expert_timeout_ms,
-                                   cfg.expert_backoff_s, self.metrics, self.rng)
+        self.network = NetworkPolicy(cfg.weights_addr, self.metrics)
+        self.actors = ActorChooser(self.peers.expert, self.network, cfg.expert_ratio, cfg.epsilon,
+                                   cfg.expert_timeout_ms, cfg.expert_backoff_s, self.metrics, self.rng)
         self.stream_id = f"{cfg.worker_id}:{uuid.uuid4().hex[:8]}"
         self.tracker = EpisodeTracker(RewardConfig(cfg.reward_scale, cfg.reward_clip, cfg.death_penalty,
                                                    cfg.survival_bonus))
@@ -59,6 +61,10 @@ class EmulatorWorker:
         self._video_fps = 0.0
         self._frames_per_s = 0.0
         self._next_heartbeat = 0.0
+        # Evaluation games start from a save state taken on this MAME's first play tick.
+        self._start_saved = False
+        self._evaluation_game = False
+        self._next_game_evaluation = False
         self._trace: list[tuple[int, np.ndarray, int, int]] | None = [] if cfg.trace_path else None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -81,6 +87,7 @@ class EmulatorWorker:
             self._flush()
             self.server.close()
             self.peers.close()
+            self.network.close()
             self._write_trace()
 
     def _run_one_mame(self) -> None:
@@ -101,6 +108,7 @@ class EmulatorWorker:
         finally:
             self._end_episode_truncated()
             self._prev_state = None
+            self._start_saved = self._evaluation_game = self._next_game_evaluation = False
             self.server.drop_connection()
             self.mame.stop(grace_s=3.0 if self._stop.is_set() else 0.0)
 
@@ -138,11 +146,24 @@ class EmulatorWorker:
                 self.server.reply(CMD_EXIT)
                 return
             ram = msg.ram
+            if msg.loaded:  # an evaluation game begins at the saved start of play
+                self._prev_state = None
+                self._evaluation_game, self._next_game_evaluation = True, False
+                self.metrics.evaluation_games.inc()
             gamestate = ram[0]
             in_play = gamestate in (0x04, 0x20)
             self._ticks_since_zap += 1
-            if in_play:
-                actor, action = self.actors.choose(lambda: decode_ram(ram), int(ram[0x3AA]), self._ticks_since_zap)
+            if self._next_game_evaluation and not self.tracker.in_episode and self._start_saved:
+                self.server.reply(CMD_LOAD)
+                actor, action = 0, -1
+            elif in_play and not self._start_saved and self._first_play_tick(ram):
+                self.server.reply(CMD_SAVE)  # neutral inputs on this tick: recorded as a no-op
+                self._start_saved = True
+                actor, action = ACTOR_RANDOM, NOOP
+            elif in_play:
+                prev = self._prev_state
+                actor, action = self.actors.choose(lambda: decode_ram(ram), lambda: self.network.act(ram, prev),
+                                                   int(ram[0x3AA]), self._ticks_since_zap, self._evaluation_game)
                 a = decode_action(action)
                 self.server.reply(CMD_ACT, a.fire, a.zap, a.spinner)
                 if action_has_zap(action):
@@ -155,6 +176,10 @@ class EmulatorWorker:
                 key = self.tracker.pending_key if in_play else None
                 self._trace.append((msg.video_frame, ram, *(key or (-1, -1))))
 
+    @staticmethod
+    def _first_play_tick(ram: np.ndarray) -> bool:
+        return ram[0] == 0x04 and not (ram[0x201] & 0x80) and bool(ram[0x05] & 0x80) and ram[0x48] >= 1
+
     def _after_tick(self, video_frame: int, ram: np.ndarray, action: int, actor: int, in_play: bool) -> None:
         self._video_frame = video_frame
         tick = summarize_tick(ram)
@@ -162,7 +187,7 @@ class EmulatorWorker:
         # which costs a fraction of encoding tick by tick.
         payload = (ram, self._prev_state) if in_play else None
         self._prev_state = ram if in_play else None
-        records, ends = self.tracker.observe(tick, payload, action, actor)
+        records, ends = self.tracker.observe(tick, payload, action, actor, evaluation=self._evaluation_game)
         if in_play and tick.player_alive:
             self.frames_total += 1
             self.metrics.frames.inc()
@@ -176,6 +201,10 @@ class EmulatorWorker:
         if now >= self._next_heartbeat:
             self._update_rates(now)
             self._next_heartbeat = now + self.cfg.heartbeat_s
+            sched = self.network.poll()
+            if sched is not None:
+                self.actors.follow_schedule(sched.expert_ratio, sched.epsilon, sched.evaluation_share,
+                                            sched.evaluation_epsilon)
 
     def _update_rates(self, now: float) -> None:
         t0, vf0, f0 = self._rate_mark
@@ -200,6 +229,9 @@ class EmulatorWorker:
     # -- output --------------------------------------------------------------------------------
     def _episode_ended(self, end: EpisodeEnd) -> None:
         self._flush()  # the episode's records leave before its summary
+        if end.game_over or end.end == "truncated":
+            self._evaluation_game = False
+            self._next_game_evaluation = end.game_over and self.actors.next_game_is_evaluation()
         self.episodes_total += 1
         self.metrics.episodes.inc()
         self.metrics.episode_score.set(end.score)

@@ -32,28 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-class DuelingQNetwork(nn.Module):
-    def __init__(self, state_dim: int, num_actions: int, hidden: tuple[int, ...] = (512, 512, 256)):
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = state_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.trunk = nn.Sequential(*layers)
-        self.value = nn.Linear(width, 1)
-        self.advantage = nn.Linear(width, num_actions)
-
-    def forward(self, x: Tensor) -> Tensor:
-        first = self.trunk[0] if len(self.trunk) else self.value
-        h = self.trunk(x.to(first.weight.dtype))  # [B, H]
-        v = self.value(h)  # [B, 1]
-        adv = self.advantage(h)  # [B, A]
-        return v + adv - adv.mean(dim=1, keepdim=True)  # [B, A]
-
-    def param_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+from tempest_common.network import DuelingQNetwork  # noqa: F401  (the network the maths trains)
 
 
 @torch.no_grad()

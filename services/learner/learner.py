@@ -23,13 +23,14 @@ import zmq
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.config import ConfigError
 from tempest_common.messages import ACTOR_EXPERT, EpisodeSummary, Heartbeat, WeightsSchedule
+from tempest_common.network import DuelingQNetwork
 from tempest_common.wire import MessageError, decode, encode
 
 from ..replay.client import ReplayClient, ReplayError, ReplayTimeout
 from . import checkpoint
 from .bookkeeper import Bookkeeper
 from .control import ControlServer
-from .dqn import Batch, DuelingQNetwork, hard_update, soft_update, train_step
+from .dqn import Batch, hard_update, soft_update, train_step
 from .metrics import LearnerMetrics
 from .settings import LearnerConfig, LiveSettings, apply_changes
 

@@ -46,6 +46,11 @@ class LearnerMetrics:
         self.checkpoints = Counter("tempest_learner_checkpoints", "Checkpoints written", **r)
         self.setting = g("tempest_learner_setting", "Live settings in force (booleans as 0/1)", "name")
         self.setting_changes = Counter("tempest_learner_setting_changes", "Live setting changes applied", **r)
+        # Until the first step there is nothing to report: NaN compares false in every alert
+        # (a 0 would read as "all gradients clipped" or a collapsed Q range).
+        for gauge in (self.q_min, self.q_max, self.q_mean, self.loss, self.grad_norm):
+            gauge.set(float("nan"))
+        self.clip_ratio.set(1.0)
         for w in WINDOWS:
             self.reward_mean.labels(window=w)
         self.reward_slope.labels(window="5M")

@@ -12,9 +12,9 @@ import torch
 import zmq
 
 from services.learner import checkpoint
-from services.learner.dqn import DuelingQNetwork
 from services.replay.client import TransitionSender
 from tempest_common.actions import NUM_ACTIONS
+from tempest_common.network import network_from_state_dict
 from tempest_common.messages import EpisodeSummary, Heartbeat, TransitionBatch, WeightsSchedule
 from tempest_common.wire import decode, encode
 from tests.conftest import REPO, free_port, scrape, start_service, stop_process, wait_for
@@ -121,8 +121,7 @@ def test_learns_q_star_of_a_chain_through_replay_and_redis(stack):
     start_learner()
     # 3000 optimizer steps at batch 256 (publishes every 100 steps -> version 31 after 3000)
     msg = latest_weights(p["weights"], 31, 240)
-    net = DuelingQNetwork(N_STATES, NUM_ACTIONS, (64, 64))
-    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in msg.weights.items()})
+    net = network_from_state_dict(msg.weights)
     with torch.no_grad():
         q = net(torch.from_numpy(one_hot(range(N_STATES - 1)))).numpy()
     rel = np.abs(q - q_star()) / q_star()

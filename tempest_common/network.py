@@ -1,0 +1,51 @@
+"""The Q-network, shared by the learner (which trains it) and the emulator workers (which act
+with the published weights).
+
+    Q(s, a) = V(h) + Adv(h, a) - mean_a' Adv(h, a'),   h = MLP(s)      # [B, A]
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+class DuelingQNetwork(nn.Module):
+    def __init__(self, state_dim: int, num_actions: int, hidden: tuple[int, ...] = (512, 512, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = state_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.trunk = nn.Sequential(*layers)
+        self.value = nn.Linear(width, 1)
+        self.advantage = nn.Linear(width, num_actions)
+
+    def forward(self, x: Tensor) -> Tensor:
+        first = self.trunk[0] if len(self.trunk) else self.value
+        h = self.trunk(x.to(first.weight.dtype))  # [B, H]
+        v = self.value(h)  # [B, 1]
+        adv = self.advantage(h)  # [B, A]
+        return v + adv - adv.mean(dim=1, keepdim=True)  # [B, A]
+
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def hidden_from_state_dict(state: dict) -> tuple[int, ...]:
+    """Hidden widths of a DuelingQNetwork from its parameter shapes (trunk.{2i}.weight)."""
+    widths, i = [], 0
+    while f"trunk.{i}.weight" in state:
+        widths.append(int(np.shape(state[f"trunk.{i}.weight"])[0]))
+        i += 2
+    return tuple(widths)
+
+
+def network_from_state_dict(state: dict) -> DuelingQNetwork:
+    """Build a network of the right shape from published weights (numpy arrays) and load them."""
+    hidden = hidden_from_state_dict(state)
+    first = state["trunk.0.weight"] if hidden else state["value.weight"]
+    net = DuelingQNetwork(int(np.shape(first)[1]), int(np.shape(state["advantage.weight"])[0]), hidden)
+    net.load_state_dict({k: torch.as_tensor(np.array(v, np.float32)) for k, v in state.items()})
+    return net.eval()
