@@ -6,7 +6,7 @@ EMULATORS ?= 1
 DEBIAN_PACKAGES := mame redis-server prometheus
 export TEMPEST_ROMPATH ?= $(abspath ../shared/roms)
 
-.PHONY: setup debian-packages up test test-unit test-game bench clean
+.PHONY: setup debian-packages up status test test-unit test-game bench clean
 
 setup: debian-packages $(VENV)/.installed
 
@@ -26,10 +26,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	@touch $@
 
-# Runs what exists of the pipeline on this machine without Docker: EMULATORS=N workers
-# (metrics on ports 9110, 9111, ...), the expert (9102).  Ctrl-C stops everything, MAME included.
+# The whole pipeline on this machine without Docker (tools/local_stack.py): redis-server,
+# prometheus, replay, expert, learner and EMULATORS=N workers.  Ctrl-C stops everything, MAME included.
 up: setup
-	$(VENV)/bin/honcho -f Procfile start -p 9110 -c emulator=$(EMULATORS)
+	$(PY) -m tools.local_stack --emulators $(EMULATORS)
+
+# A live terminal view of the key figures (like the incident's stats rows), from Prometheus.
+status: setup
+	$(PY) -m tools.status
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,0 +1,466 @@
+"""Learner throughput: the bare step ceiling against the learner fed through replay + Redis.
+
+Run as `.venv/bin/python bench/learner.py` (no arguments).  Device: cuda when available, else
+cpu.  Batch: 16384 on cuda, 1024 on cpu (env BENCH_BATCH overrides).  The network is the
+learner's default: tempest_common.network.DuelingQNetwork(STATE_SIZE, NUM_ACTIONS) with its
+default hidden widths; its parameter count is reported as `params`.
+
+  bare_samples_per_s      this process: online + target copy + Adam on the device, random data
+                          ALREADY ON THE DEVICE in the replay's wire dtypes (float16 states,
+                          int16 actions, float32 reward/discount/weight, uint8 actor), cast in
+                          the step as the learner casts them (state -> float32, action -> long,
+                          actor -> is_expert); each step is services.learner.dqn.train_step with
+                          the learner's settings (max_grad_norm 5, no target clamp, bc_weight 0,
+                          autocast bf16 on cuda, none on cpu) followed by the soft target update
+                          (tau 0.005).  Four data sets are rotated.  Timed as whole steps over a
+                          window of BARE_S seconds after a warm-up (train_step reads scalars back
+                          every step, and the window ends with a device synchronize).
+  pipeline_samples_per_s  the real stack in separate processes: redis-server (no persistence),
+                          the replay service (`python -m services.replay.main`, float16 states,
+                          PER alpha 0.6), filled from a separate producer process (TransitionSender,
+                          batches of 64..4096 rows from 8 streams, episodes of 300..3000 steps
+                          ending in terminals, 10% truncated) and waited for until the replay's
+                          tempest_replay_size AND tempest_replay_redis_written_total show every
+                          row; then the real learner (`python -m services.learner.main`,
+                          TRAINING_STEPS_PER_SAMPLE=0 i.e. unpaced, PRIORITIZED=1 beta 0.4,
+                          N_STEP=5, priority updates sent back every step, weights published
+                          every 50 steps as configured by default).  The rate is the increase of
+                          the learner's own counter tempest_learner_samples_total on its /metrics
+                          over a window of PIPE_S seconds, divided by the window's clock time.
+  ratio                   median over the pairs of pipeline / bare.
+
+Side by side, alternating: after the learner's warm-up the run alternates a bare window and a
+pipeline window, PAIRS times (bare, pipe, bare, pipe, ...).  During a bare window the learner
+process is frozen with SIGSTOP (its two in-flight sample replies wait in its socket; the replay
+and Redis go idle), so the bare steps get the machine the learner would have; after SIGCONT the
+learner runs RESUME_S seconds before its window opens.  bare/pipeline figures are the medians of
+their windows; ratio is the median of the per-pair ratios.
+
+Redis: env REDIS_SERVER names the binary (else `redis-server` on PATH, else /usr/bin/redis-server);
+it is started under the name redis-server, so Debian's multi-call redis-check-rdb works too.  Env
+REDIS_LD_LIBRARY_PATH is prepended to LD_LIBRARY_PATH for the redis process alone.
+Other overrides (env): BENCH_FILL (transitions), BENCH_PAIRS, BENCH_PIPE_S, BENCH_BARE_S;
+BENCH_LOG_DIR: copy the redis, replay and learner logs there at the end.
+
+Progress goes to stderr; the last stdout line is one JSON object.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from services.learner.dqn import Batch, soft_update, train_step  # noqa: E402
+from services.learner.settings import LearnerConfig, LiveSettings  # noqa: E402
+from services.replay.config import ReplayConfig  # noqa: E402
+from tempest_common.actions import NUM_ACTIONS  # noqa: E402
+from tempest_common.messages import ACTOR_EXPERT, ACTOR_NETWORK, NO_ACTION, TransitionBatch  # noqa: E402
+from tempest_common.network import DuelingQNetwork  # noqa: E402
+from tempest_common.state_vector import STATE_SIZE  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+BATCH = int(os.environ.get("BENCH_BATCH") or (16384 if CUDA else 1024))
+FILL = int(os.environ.get("BENCH_FILL") or (500_000 if CUDA else 300_000))
+CAPACITY = max(600_000, FILL)
+PAIRS = int(os.environ.get("BENCH_PAIRS") or 3)
+PIPE_S = float(os.environ.get("BENCH_PIPE_S") or (30.0 if CUDA else 40.0))
+BARE_S = float(os.environ.get("BENCH_BARE_S") or (15.0 if CUDA else 20.0))
+LEARNER_WARM_S = 15.0 if CUDA else 10.0   # after the learner's first step, before the first window
+RESUME_S = 3.0                            # after SIGCONT, before a pipeline window
+STREAMS = 8
+N_STEP, GAMMA, BETA = 5, 0.995, 0.4
+MAX_GRAD_NORM, TAU = 5.0, 0.005           # the learner's defaults (checked against LiveSettings below)
+PREFIX = "bench:learner"
+
+
+def log(msg: str) -> None:
+    print(f"[bench/learner {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def wait_for(pred, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except (OSError, ValueError) as exc:   # not up yet
+            last = exc
+        time.sleep(poll)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (all threads), in seconds; nan where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without any of the services' own settings (so nothing in the caller's shell
+    changes the configuration measured), plus `extra`; PYTHONPATH gets the repo root first."""
+    names = set()
+    for cls in (LearnerConfig, LiveSettings, ReplayConfig):
+        names |= {f.metadata["setting"]["env"] for f in dataclasses.fields(cls)}
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def stop_proc(p: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
+    if p.poll() is not None:
+        return
+    try:
+        os.kill(p.pid, signal.SIGCONT)     # a stopped process would not act on SIGTERM
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"{name} did not stop on SIGTERM; killing it")
+        p.kill()
+        p.wait()
+    except ProcessLookupError:
+        pass
+
+
+# -- the producer (a separate process) -----------------------------------------------------------
+def stream_batches(stream_idx: int, rows: int, rng: np.random.Generator) -> list[TransitionBatch]:
+    """One stream's transitions cut into batches of 64..4096 rows: episodes of 300..3000 steps
+    from step 0, a terminal at the end of most, a truncated (bootstrap-only) record on 10%."""
+    ep = np.empty(rows, np.int64)
+    step = np.empty(rows, np.int32)
+    terminal = np.zeros(rows, bool)
+    truncated = np.zeros(rows, bool)
+    pos, episode = 0, stream_idx * 1_000_000_000
+    while pos < rows:
+        length = int(rng.integers(300, 3000))
+        end = min(rows, pos + length)
+        ep[pos:end] = episode
+        step[pos:end] = np.arange(end - pos, dtype=np.int32)
+        if end == pos + length:
+            (truncated if rng.random() < 0.1 else terminal)[end - 1] = True
+        pos, episode = end, episode + 1
+    action = rng.integers(0, NUM_ACTIONS, rows).astype(np.int16)
+    action[truncated] = NO_ACTION
+    actor = np.where(rng.random(rows) < 0.3, ACTOR_EXPERT, ACTOR_NETWORK).astype(np.uint8)
+    reward_game = np.where(rng.random(rows) < 0.02, 150.0, 0.0).astype(np.float32)
+    reward_shaping = (rng.standard_normal(rows) * 0.01).astype(np.float32)
+    state = rng.random((rows, STATE_SIZE), dtype=np.float32).astype(np.float16)
+    out, a = [], 0
+    while a < rows:
+        b = slice(a, min(rows, a + int(rng.integers(64, 4097))))
+        out.append(TransitionBatch(f"bench-stream-{stream_idx}", f"bench-worker-{stream_idx}", ep[b], step[b],
+                                   actor[b], action[b], reward_game[b], reward_shaping[b], terminal[b],
+                                   truncated[b], state[b]))
+        a = b.stop
+    return out
+
+
+def producer(total_rows: int, pull_url: str, done) -> None:
+    from services.replay.client import TransitionSender
+    rng = np.random.default_rng(1234)
+    per = [total_rows // STREAMS + (i < total_rows % STREAMS) for i in range(STREAMS)]
+    streams = [stream_batches(i, n, rng) for i, n in enumerate(per)]
+    sender = TransitionSender(pull_url)
+    sent = 0
+    while any(streams):                      # interleave the streams batch by batch
+        for s in streams:
+            if s:
+                b = s.pop(0)
+                sender.send(b)
+                sent += b.num_rows()
+    assert sent == total_rows, (sent, total_rows)
+    done.wait()                              # keep the socket open until the replay holds it all
+    sender.close()
+
+
+# -- bare ----------------------------------------------------------------------------------------
+class Bare:
+    """The learner's step on data already on the device (see the module docstring)."""
+
+    def __init__(self, n_sets: int = 4):
+        dev = torch.device(DEVICE)
+        torch.manual_seed(0)
+        self.online = DuelingQNetwork(STATE_SIZE, NUM_ACTIONS).to(dev)
+        self.target = copy.deepcopy(self.online)
+        self.opt = torch.optim.Adam(self.online.parameters(), lr=LiveSettings().lr)
+        self.autocast = torch.bfloat16 if CUDA else None
+        g = torch.Generator(device="cpu").manual_seed(1)
+        self.sets = []
+        for _ in range(n_sets):
+            done = torch.rand(BATCH, generator=g) < 0.02
+            self.sets.append(dict(
+                state=torch.rand(BATCH, STATE_SIZE, generator=g).half().to(dev),
+                action=torch.randint(0, NUM_ACTIONS, (BATCH,), generator=g).to(torch.int16).to(dev),
+                reward=(torch.randn(BATCH, generator=g) * 0.1).to(dev),
+                discount=torch.where(done, 0.0, GAMMA ** N_STEP).float().to(dev),
+                next_state=torch.rand(BATCH, STATE_SIZE, generator=g).half().to(dev),
+                weight=torch.rand(BATCH, generator=g).clamp_min(0.05).to(dev),
+                actor=torch.where(torch.rand(BATCH, generator=g) < 0.3, ACTOR_EXPERT, ACTOR_NETWORK)
+                .to(torch.uint8).to(dev)))
+        self.i = 0
+
+    def step(self) -> None:
+        d = self.sets[self.i % len(self.sets)]
+        self.i += 1
+        batch = Batch(state=d["state"].float(), action=d["action"].long(), reward=d["reward"].float(),
+                      discount=d["discount"].float(), next_state=d["next_state"].float(),
+                      weight=d["weight"].float(), is_expert=d["actor"] == ACTOR_EXPERT)
+        stats = train_step(self.online, self.target, self.opt, [batch], MAX_GRAD_NORM, None, 0.0,
+                           autocast_dtype=self.autocast)
+        if not stats.applied:
+            raise RuntimeError("bare step: non-finite loss or gradient")
+        soft_update(self.target, self.online, TAU)
+
+    def sync(self) -> None:
+        if CUDA:
+            torch.cuda.synchronize()
+
+    def window(self, seconds: float) -> tuple[float, int, float]:
+        """Whole steps until `seconds` have passed; returns (samples/s, steps, seconds)."""
+        self.sync()
+        n, t0 = 0, time.perf_counter()
+        while True:
+            self.step()
+            n += 1
+            if time.perf_counter() - t0 >= seconds:
+                break
+        self.sync()
+        dt = time.perf_counter() - t0
+        return n * BATCH / dt, n, dt
+
+
+# -- main ----------------------------------------------------------------------------------------
+def main() -> int:
+    import redis
+    live = LiveSettings()
+    assert (live.max_grad_norm, live.tau, live.use_soft_target, live.clamp_targets, live.bc_weight) == \
+        (MAX_GRAD_NORM, TAU, True, False, 0.0), "the learner's defaults changed: update the bare step"
+    t_start = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="bench_learner_")
+    procs: list[tuple[subprocess.Popen, str]] = []
+    prod = None
+    ctx = mp.get_context("fork")             # forked before this process touches CUDA
+    done = ctx.Event()
+    learner = None
+    params = DuelingQNetwork(STATE_SIZE, NUM_ACTIONS).param_count()
+    name = torch.cuda.get_device_name() if CUDA else f"{os.cpu_count()} CPUs"
+    log(f"device {DEVICE} ({name}), torch {torch.__version__}, {torch.get_num_threads()} torch threads; "
+        f"batch {BATCH}; network DuelingQNetwork({STATE_SIZE}, {NUM_ACTIONS}) default hidden, {params:,} params; "
+        f"{PAIRS} pairs of bare {BARE_S:.0f} s / pipeline {PIPE_S:.0f} s windows")
+    try:
+        # -- redis ---------------------------------------------------------------------------------
+        redis_bin = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
+        redis_env = dict(os.environ)
+        if os.environ.get("REDIS_LD_LIBRARY_PATH"):
+            redis_env["LD_LIBRARY_PATH"] = os.pathsep.join(
+                p for p in (os.environ["REDIS_LD_LIBRARY_PATH"], os.environ.get("LD_LIBRARY_PATH", "")) if p)
+        redis_port = free_port()
+        rp = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", workdir, "--daemonize", "no"],
+                              executable=redis_bin, env=redis_env,
+                              stdout=open(os.path.join(workdir, "redis.log"), "w"), stderr=subprocess.STDOUT)
+        procs.append((rp, "redis-server"))
+        rc = redis.Redis(host="127.0.0.1", port=redis_port)
+
+        def redis_up():
+            if rp.poll() is not None:
+                raise RuntimeError(f"redis-server ({redis_bin}) exited with {rp.returncode}: "
+                                   + open(os.path.join(workdir, "redis.log")).read()[-2000:])
+            try:
+                return rc.ping()
+            except redis.ConnectionError:
+                return False
+        wait_for(redis_up, 20, "redis-server")
+        rc.flushall()
+        log(f"redis-server {rc.info('server')['redis_version']} ({redis_bin}) on port {redis_port}")
+
+        # -- replay --------------------------------------------------------------------------------
+        pull_url, router_url = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        replay_metrics = free_port()
+        replay_log = os.path.join(workdir, "replay.log")
+        sp = subprocess.Popen([sys.executable, "-m", "services.replay.main"], cwd=ROOT, env=clean_env(
+            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", REPLAY_REDIS_PREFIX=PREFIX, REPLAY_PULL_BIND=pull_url,
+            REPLAY_BIND=router_url, METRICS_PORT=str(replay_metrics), STATE_DIM=str(STATE_SIZE),
+            REPLAY_STATE_DTYPE="float16", REPLAY_CAPACITY=str(CAPACITY), MIN_SIZE_TO_SAMPLE="1000",
+            SAMPLES_PER_INSERT="0", SEED="1"), stdout=open(replay_log, "w"), stderr=subprocess.STDOUT)
+        procs.append((sp, "replay service"))
+
+        def replay_up():
+            if sp.poll() is not None:
+                raise RuntimeError(f"replay service exited with {sp.returncode}: " + open(replay_log).read()[-2000:])
+            return "serving" in open(replay_log).read() and metrics(replay_metrics)
+        wait_for(replay_up, 60, "the replay service", poll=0.2)
+        log(f"replay service up (pid {sp.pid}), capacity {CAPACITY:,}")
+
+        # -- fill ----------------------------------------------------------------------------------
+        t0 = time.monotonic()
+        prod = ctx.Process(target=producer, args=(FILL, pull_url, done), daemon=True)
+        prod.start()
+        last = t0
+        while True:
+            m = metrics(replay_metrics)
+            size, written = m.get("tempest_replay_size", 0), m.get("tempest_replay_redis_written_total", 0)
+            if size >= FILL and written >= FILL:
+                break
+            if m.get("tempest_replay_lost_total", 0) > 0 or m.get("tempest_replay_malformed_total", 0) > 0:
+                raise RuntimeError(f"replay lost or refused rows while filling: {m}")
+            if not prod.is_alive() and prod.exitcode not in (None, 0):
+                raise RuntimeError(f"producer exited with {prod.exitcode}")
+            if sp.poll() is not None:
+                raise RuntimeError(f"replay service exited with {sp.returncode}: " + open(replay_log).read()[-2000:])
+            if time.monotonic() - t0 > 300:
+                raise TimeoutError(f"fill: only {size:,.0f} in the replay, {written:,.0f} in Redis after 300 s")
+            if time.monotonic() - last > 5:
+                log(f"fill: {size:,.0f} / {FILL:,} in the replay, {written:,.0f} written to Redis")
+                last = time.monotonic()
+            time.sleep(0.25)
+        done.set()
+        prod.join(timeout=30)
+        log(f"fill: {FILL:,} transitions in the replay and in Redis ({rc.dbsize()} keys) after "
+            f"{time.monotonic() - t0:.1f} s")
+
+        # -- bare: build + warm up (before the learner starts, so neither disturbs the other) ------
+        bare = Bare()
+        t0 = time.perf_counter()
+        for _ in range(10 if CUDA else 3):
+            bare.step()
+        bare.sync()
+        log(f"bare: built and warmed up ({bare.i} steps, {time.perf_counter() - t0:.1f} s)")
+
+        # -- learner -------------------------------------------------------------------------------
+        lm = free_port()
+        learner_log = os.path.join(workdir, "learner.log")
+        learner = subprocess.Popen([sys.executable, "-m", "services.learner.main"], cwd=ROOT, env=clean_env(
+            REPLAY_ADDR=router_url, LEARNER_EPISODES_BIND=f"tcp://127.0.0.1:{free_port()}",
+            WEIGHTS_BIND=f"tcp://127.0.0.1:{free_port()}", CONTROL_BIND=f"tcp://127.0.0.1:{free_port()}",
+            METRICS_PORT=str(lm), DEVICE=DEVICE, STATE_DIM=str(STATE_SIZE), BATCH_SIZE=str(BATCH),
+            TRAINING_STEPS_PER_SAMPLE="0", PRIORITIZED="1", PER_BETA=str(BETA), N_STEP=str(N_STEP),
+            GAMMA=str(GAMMA), CHECKPOINT_DIR=os.path.join(workdir, "ckpt"), RESUME="0",
+            CHECKPOINT_EVERY_S="86400", SEED="0"), stdout=open(learner_log, "w"), stderr=subprocess.STDOUT)
+        procs.append((learner, "learner"))
+
+        def learner_stepping():
+            if learner.poll() is not None:
+                raise RuntimeError(f"learner exited with {learner.returncode}: " + open(learner_log).read()[-3000:])
+            return metrics(lm).get("tempest_learner_steps_total", 0) > 0
+        t0 = time.monotonic()
+        wait_for(learner_stepping, 240, "the learner's first step", poll=0.2)
+        log(f"learner (pid {learner.pid}) stepping after {time.monotonic() - t0:.1f} s; warm-up {LEARNER_WARM_S:.0f} s")
+        time.sleep(LEARNER_WARM_S)
+
+        # -- alternate -----------------------------------------------------------------------------
+        others = [(sp.pid, "replay"), (rp.pid, "redis")]
+        bare_rates, pipe_rates = [], []
+        for i in range(PAIRS):
+            os.kill(learner.pid, signal.SIGSTOP)
+            time.sleep(0.5)                  # the replay answers the in-flight requests, then idles
+            rate, n, dt = bare.window(BARE_S)
+            bare_rates.append(rate)
+            log(f"pair {i + 1}/{PAIRS} bare:     {rate:12,.0f} samples/s ({n} steps in {dt:.1f} s, "
+                f"{n / dt:.1f} steps/s)")
+            os.kill(learner.pid, signal.SIGCONT)
+            time.sleep(RESUME_S)
+            m0, c0 = metrics(lm), {pid: cpu_seconds(pid) for pid in (learner.pid, *(p for p, _ in others))}
+            r0 = metrics(replay_metrics)
+            t0 = time.perf_counter()
+            time.sleep(PIPE_S)
+            m1 = metrics(lm)
+            dt = time.perf_counter() - t0
+            r1 = metrics(replay_metrics)
+            c1 = {pid: cpu_seconds(pid) for pid in c0}
+            if learner.poll() is not None:
+                raise RuntimeError(f"learner exited with {learner.returncode}: " + open(learner_log).read()[-3000:])
+            samples = m1["tempest_learner_samples_total"] - m0["tempest_learner_samples_total"]
+            steps = m1["tempest_learner_steps_total"] - m0["tempest_learner_steps_total"]
+            rate = samples / dt
+            pipe_rates.append(rate)
+            waits = {k.split('"')[1]: m1[k] - m0.get(k, 0.0) for k in m1
+                     if k.startswith("tempest_learner_wait_seconds_total") and m1[k] - m0.get(k, 0.0) > 0}
+            n_obs = r1["tempest_replay_sample_seconds_count"] - r0["tempest_replay_sample_seconds_count"]
+            serve = (r1["tempest_replay_sample_seconds_sum"] - r0["tempest_replay_sample_seconds_sum"]) / max(1, n_obs)
+            cpu = ", ".join(f"{nm} {(c1[pid] - c0[pid]) / dt:.2f}"
+                            for pid, nm in ((learner.pid, "learner"), *others))
+            log(f"pair {i + 1}/{PAIRS} pipeline: {rate:12,.0f} samples/s ({steps:.0f} steps in {dt:.1f} s, "
+                f"{steps / dt:.1f} steps/s) ratio {rate / bare_rates[-1]:.3f}; replay {serve * 1e3:.1f} ms/batch "
+                f"to sample; CPU cores busy: {cpu}; learner waits: {waits or 'none'}")
+        m = metrics(lm)
+        if m.get("tempest_learner_nonfinite_batches_total", 0) > 0:
+            log(f"warning: the learner skipped {m['tempest_learner_nonfinite_batches_total']:.0f} non-finite batches")
+        ratios = [p / b for p, b in zip(pipe_rates, bare_rates)]
+        result = {"device": DEVICE, "batch": BATCH, "params": params,
+                  "bare_samples_per_s": round(statistics.median(bare_rates), 1),
+                  "pipeline_samples_per_s": round(statistics.median(pipe_rates), 1),
+                  "ratio": round(statistics.median(ratios), 4)}
+        log(f"bare {[round(r) for r in bare_rates]}, pipeline {[round(r) for r in pipe_rates]}, "
+            f"ratios {[round(r, 3) for r in ratios]}; done in {time.monotonic() - t_start:.0f} s")
+        print(json.dumps(result), flush=True)
+        return 0
+    except BaseException:
+        for nm in ("redis.log", "replay.log", "learner.log"):
+            path = os.path.join(workdir, nm)
+            if os.path.exists(path):
+                log(f"--- tail of {nm} ---\n" + open(path, errors="replace").read()[-3000:])
+        raise
+    finally:
+        done.set()
+        if prod is not None and prod.is_alive():
+            prod.terminate()
+            prod.join(timeout=5)
+        for p, nm in reversed(procs):
+            stop_proc(p, nm)
+        keep = os.environ.get("BENCH_LOG_DIR")
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            for nm in ("redis.log", "replay.log", "learner.log"):
+                if os.path.exists(os.path.join(workdir, nm)):
+                    shutil.copy(os.path.join(workdir, nm), os.path.join(keep, f"bench_learner_{nm}"))
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+# Replay service (Redis-backed, n-step returns at sample time): no torch, no MAME.
+#   docker compose build replay      (context: the repository root, see docker-compose.yml)
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+# The pinned runtime packages of requirements.txt; torch and the test/dev tools are left out.
+COPY requirements.txt /tmp/requirements.txt
+RUN grep -vE '^(torch|pytest|hypothesis|honcho)==' /tmp/requirements.txt > /tmp/runtime.txt \
+ && pip install -r /tmp/runtime.txt \
+ && useradd --system --uid 10001 --create-home tempest
+
+COPY tempest_common/ tempest_common/
+COPY services/ services/
+
+USER tempest
+# PULL 5555 (transitions), ROUTER 5560 (samples, priorities), /metrics 9103
+EXPOSE 5555 5560 9103
+CMD ["python", "-m", "services.replay.main"]
