@@ -33,12 +33,14 @@ def state_vector_table() -> str:
 def blocks() -> dict[Path, dict[str, str]]:
     from services.emulator.config import EmulatorConfig
     from services.expert.config import ExpertConfig
+    from services.learner.settings import LearnerConfig, LiveSettings
     from services.replay.config import ReplayConfig
     svc = REPO / "services"
     return {svc / "emulator" / "README.md": {"config": config_table(EmulatorConfig),
                                              "state-vector": state_vector_table()},
             svc / "expert" / "README.md": {"config": config_table(ExpertConfig)},
-            svc / "replay" / "README.md": {"config": config_table(ReplayConfig)}}
+            svc / "replay" / "README.md": {"config": config_table(ReplayConfig)},
+            svc / "learner" / "README.md": {"config": config_table(LearnerConfig), "live": config_table(LiveSettings)}}
 
 
 def render(text: str, generated: dict[str, str]) -> str:
