@@ -33,7 +33,9 @@ Side by side, alternating: after the learner's warm-up the run alternates a bare
 pipeline window, PAIRS times (bare, pipe, bare, pipe, ...).  During a bare window the learner
 process is frozen with SIGSTOP (its two in-flight sample replies wait in its socket; the replay
 and Redis go idle), so the bare steps get the machine the learner would have; after SIGCONT the
-learner runs RESUME_S seconds before its window opens.  bare/pipeline figures are the medians of
+learner runs RESUME_S seconds before its window opens.  Each window's log line gives the CPU
+cores kept busy by the bench process, the learner, the replay, redis and by all other processes
+(from /proc), so a window disturbed by other work on the machine shows.  bare/pipeline figures are the medians of
 their windows; ratio is the median of the per-pair ratios.
 
 Redis: env REDIS_SERVER names the binary (else `redis-server` on PATH, else /usr/bin/redis-server);
@@ -81,9 +83,9 @@ DEVICE = "cuda" if CUDA else "cpu"
 BATCH = int(os.environ.get("BENCH_BATCH") or (16384 if CUDA else 1024))
 FILL = int(os.environ.get("BENCH_FILL") or (500_000 if CUDA else 300_000))
 CAPACITY = max(600_000, FILL)
-PAIRS = int(os.environ.get("BENCH_PAIRS") or 3)
-PIPE_S = float(os.environ.get("BENCH_PIPE_S") or (30.0 if CUDA else 40.0))
-BARE_S = float(os.environ.get("BENCH_BARE_S") or (15.0 if CUDA else 20.0))
+PAIRS = int(os.environ.get("BENCH_PAIRS") or (3 if CUDA else 5))
+PIPE_S = float(os.environ.get("BENCH_PIPE_S") or (30.0 if CUDA else 25.0))
+BARE_S = float(os.environ.get("BENCH_BARE_S") or 15.0)
 LEARNER_WARM_S = 15.0 if CUDA else 10.0   # after the learner's first step, before the first window
 RESUME_S = 3.0                            # after SIGCONT, before a pipeline window
 STREAMS = 8
@@ -138,6 +140,31 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return float("nan")
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes on the machine have spent busy so far (/proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")   # minus idle and iowait
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class CpuWatch:
+    """CPU cores kept busy over a window by each of our processes and by everything else."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self.t0, self.all0 = time.perf_counter(), busy_cpu_seconds()
+        self.c0 = {nm: cpu_seconds(pid) for nm, pid in pids.items()}
+
+    def report(self) -> str:
+        dt = time.perf_counter() - self.t0
+        ours = {nm: (cpu_seconds(pid) - self.c0[nm]) / dt for nm, pid in self.pids.items()}
+        other = (busy_cpu_seconds() - self.all0) / dt - sum(ours.values())
+        return ", ".join(f"{nm} {v:.2f}" for nm, v in ours.items()) + f", other processes {max(0.0, other):.2f}"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -288,8 +315,7 @@ def main() -> int:
     done = ctx.Event()
     learner = None
     params = DuelingQNetwork(STATE_SIZE, NUM_ACTIONS).param_count()
-    name = torch.cuda.get_device_name() if CUDA else f"{os.cpu_count()} CPUs"
-    log(f"device {DEVICE} ({name}), torch {torch.__version__}, {torch.get_num_threads()} torch threads; "
+    log(f"device {DEVICE}, torch {torch.__version__}, {torch.get_num_threads()} torch threads; "
         f"batch {BATCH}; network DuelingQNetwork({STATE_SIZE}, {NUM_ACTIONS}) default hidden, {params:,} params; "
         f"{PAIRS} pairs of bare {BARE_S:.0f} s / pipeline {PIPE_S:.0f} s windows")
     try:
@@ -365,6 +391,8 @@ def main() -> int:
             f"{time.monotonic() - t0:.1f} s")
 
         # -- bare: build + warm up (before the learner starts, so neither disturbs the other) ------
+        name = torch.cuda.get_device_name() if CUDA else f"{os.cpu_count()} CPUs"   # CUDA only after the fork
+        log(f"bare: {DEVICE} is {name}")
         bare = Bare()
         t0 = time.perf_counter()
         for _ in range(10 if CUDA else 3):
@@ -394,25 +422,26 @@ def main() -> int:
         time.sleep(LEARNER_WARM_S)
 
         # -- alternate -----------------------------------------------------------------------------
-        others = [(sp.pid, "replay"), (rp.pid, "redis")]
+        pids = {"bench": os.getpid(), "learner": learner.pid, "replay": sp.pid, "redis": rp.pid}
         bare_rates, pipe_rates = [], []
         for i in range(PAIRS):
             os.kill(learner.pid, signal.SIGSTOP)
             time.sleep(0.5)                  # the replay answers the in-flight requests, then idles
+            watch = CpuWatch(pids)
             rate, n, dt = bare.window(BARE_S)
             bare_rates.append(rate)
             log(f"pair {i + 1}/{PAIRS} bare:     {rate:12,.0f} samples/s ({n} steps in {dt:.1f} s, "
-                f"{n / dt:.1f} steps/s)")
+                f"{n / dt:.1f} steps/s); CPU cores busy: {watch.report()}")
             os.kill(learner.pid, signal.SIGCONT)
             time.sleep(RESUME_S)
-            m0, c0 = metrics(lm), {pid: cpu_seconds(pid) for pid in (learner.pid, *(p for p, _ in others))}
-            r0 = metrics(replay_metrics)
+            m0, r0 = metrics(lm), metrics(replay_metrics)
+            watch = CpuWatch(pids)
             t0 = time.perf_counter()
             time.sleep(PIPE_S)
             m1 = metrics(lm)
             dt = time.perf_counter() - t0
+            cpu = watch.report()
             r1 = metrics(replay_metrics)
-            c1 = {pid: cpu_seconds(pid) for pid in c0}
             if learner.poll() is not None:
                 raise RuntimeError(f"learner exited with {learner.returncode}: " + open(learner_log).read()[-3000:])
             samples = m1["tempest_learner_samples_total"] - m0["tempest_learner_samples_total"]
@@ -423,8 +452,6 @@ def main() -> int:
                      if k.startswith("tempest_learner_wait_seconds_total") and m1[k] - m0.get(k, 0.0) > 0}
             n_obs = r1["tempest_replay_sample_seconds_count"] - r0["tempest_replay_sample_seconds_count"]
             serve = (r1["tempest_replay_sample_seconds_sum"] - r0["tempest_replay_sample_seconds_sum"]) / max(1, n_obs)
-            cpu = ", ".join(f"{nm} {(c1[pid] - c0[pid]) / dt:.2f}"
-                            for pid, nm in ((learner.pid, "learner"), *others))
             log(f"pair {i + 1}/{PAIRS} pipeline: {rate:12,.0f} samples/s ({steps:.0f} steps in {dt:.1f} s, "
                 f"{steps / dt:.1f} steps/s) ratio {rate / bare_rates[-1]:.3f}; replay {serve * 1e3:.1f} ms/batch "
                 f"to sample; CPU cores busy: {cpu}; learner waits: {waits or 'none'}")
