@@ -1,30 +1,19 @@
 """Expert service entry point: config, metrics server, signals, run.  (Wiring only.)"""
 from __future__ import annotations
 
-import logging
-import signal
 import sys
 
-from prometheus_client import start_http_server
-
-from tempest_common.config import ConfigError
+from tempest_common.service_main import load_or_exit, serve_metrics, stop_on_signals
 
 from .config import load_expert_config
 from .service import ExpertService
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = load_expert_config()
-    except ConfigError as exc:
-        print(f"expert: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port)
+    cfg = load_or_exit("expert", load_expert_config)
+    serve_metrics(cfg.metrics_port)
     service = ExpertService(cfg)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop())
+    stop_on_signals(service)
     service.run()
     return 0
 

@@ -194,7 +194,7 @@ class Learner:
         replies = []
         try:
             for _ in range(k):
-                replies.append(self.replay.receive(self._in_flight.pop(0)))
+                replies.append(self._receive(self._in_flight.pop(0)))
         except ReplayError as exc:
             self._discard_in_flight()
             if exc.reason not in ("too_small", "rate_limited"):
@@ -207,6 +207,18 @@ class Learner:
             self._wait(1.0, "replay_timeout")
             return None
         return replies
+
+    def _receive(self, rid: int, timeout_s: float = 30.0):
+        """A replay reply, waited for in short slices so control requests and the workers'
+        messages are served meanwhile (the replay may be slow, restarting, or gone)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.replay.receive(rid, 0.2)
+            except ReplayTimeout:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    raise
+                self.serve_io()
 
     def _to_batch(self, r) -> Batch:
         t = lambda a, dtype: torch.from_numpy(np.array(a)).to(self.device, dtype, non_blocking=True)  # noqa: E731

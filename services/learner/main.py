@@ -4,12 +4,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import sys
 
-from prometheus_client import start_http_server
-
 from tempest_common.config import ConfigError
+from tempest_common.service_main import load_or_exit, serve_metrics, stop_on_signals
 
 from . import checkpoint
 from .learner import Learner
@@ -29,9 +27,8 @@ def env_overrides() -> dict:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg, live = load_or_exit("learner", lambda: (load_learner_config(), load_live_settings()))
     try:
-        cfg, live = load_learner_config(), load_live_settings()
         cfg.hidden_sizes()
         learner = Learner(cfg, live)
         path = checkpoint.latest(cfg.checkpoint_dir) if cfg.resume else None
@@ -43,10 +40,8 @@ def main() -> int:
     except ConfigError as exc:
         print(f"learner: configuration error: {exc}", file=sys.stderr)
         return 2
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: learner.stop())
+    serve_metrics(cfg.metrics_port)
+    stop_on_signals(learner)
     learner.run()
     return 0
 

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import ctypes
-import logging
-import signal
 import sys
 
 import redis
-from prometheus_client import start_http_server
 
-from tempest_common.config import ConfigError
+from tempest_common.service_main import load_or_exit, serve_metrics, stop_on_signals
 
 from .config import load_replay_config
 from .service import ReplayService
@@ -31,17 +28,10 @@ def keep_large_buffers() -> None:
 
 def main() -> int:
     keep_large_buffers()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = load_replay_config()
-    except ConfigError as exc:
-        print(f"replay: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port)
+    cfg = load_or_exit("replay", load_replay_config)
+    serve_metrics(cfg.metrics_port)
     service = ReplayService(cfg)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop())
+    stop_on_signals(service)
     try:
         service.restore()
     except redis.RedisError as exc:

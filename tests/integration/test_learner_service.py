@@ -209,3 +209,23 @@ def test_a_nan_batch_is_skipped_and_counted(tmp_path):
     reward[1] = 0.5
     learner.step([reply])
     assert learner.steps == 1 and registry.get_sample_value("tempest_learner_steps_total") == 1
+
+
+def test_control_answers_while_the_replay_is_away(tmp_path):
+    ports = {k: free_port() for k in ("e", "w", "c", "m")}
+    proc = start_service("services.learner.main", {
+        "REPLAY_ADDR": f"tcp://127.0.0.1:{free_port()}", "LEARNER_EPISODES_BIND": f"tcp://127.0.0.1:{ports['e']}",
+        "WEIGHTS_BIND": f"tcp://127.0.0.1:{ports['w']}", "CONTROL_BIND": f"tcp://127.0.0.1:{ports['c']}",
+        "METRICS_PORT": str(ports["m"]), "DEVICE": "cpu", "HIDDEN": "16", "TRAINING_STEPS_PER_SAMPLE": "0",
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt")}, tmp_path / "learner.log")
+    try:
+        wait_for(lambda: scrape(ports["m"]), 60, what="learner up")
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "services.learner.ctl", "--addr", f"tcp://127.0.0.1:{ports['c']}",
+                              "set", "epsilon=0.2"], cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "epsilon = 0.2" in out.stdout, out.stderr
+        assert time.monotonic() - t0 < 8, "control must not wait for a missing replay"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0
+    finally:
+        stop_process(proc)
