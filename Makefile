@@ -44,8 +44,9 @@ test-unit: setup
 test-game: setup
 	$(PY) -m pytest -q tests/game
 
+# Every benchmark, one after another (each ends with its JSON line; ~15 minutes on 2 cores).
 bench: setup
-	$(PY) bench/emulator.py
+	for b in emulator expert replay learner; do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
