@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import free_port, logger, metrics, rompath, stop_proc  # noqa: E402
 from services.emulator.mame_process import MameProcess, _die_with_parent, _headless_env  # noqa: E402
 
 PAIRS = 5
@@ -39,30 +36,9 @@ RUN_TIMEOUT_S = 180.0         # to cover the window once in play
 POLL_S = 0.1                  # /metrics poll period; readings are taken when the counter just moved
 RAW_LUA = ROOT / "bench" / "raw_play.lua"
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-METRIC_RE = re.compile(r"^(tempest_emulator_video_frames_total|tempest_frames_total)\s+([0-9.eE+-]+)\s*$", re.M)
 
 T0 = time.monotonic()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def rompath() -> str:
-    env = os.environ.get("TEMPEST_ROMPATH")
-    if env:
-        return env
-    default = (ROOT / ".." / "shared" / "roms").resolve()
-    if default.is_dir():
-        return str(default)
-    sys.exit("bench/emulator.py: TEMPEST_ROMPATH is not set and ../shared/roms does not exist; "
-             "point TEMPEST_ROMPATH at the folder that holds tempest1/")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+log = logger()
 
 
 # ---------------------------------------------------------------- raw MAME
@@ -123,15 +99,13 @@ class Worker:
     def read(self) -> tuple[float, float, float] | None:
         """(time, video frames, game ticks) or None if /metrics is not up yet."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-                text = r.read().decode()
+            m = metrics(self.port, timeout=2)
         except OSError:
             return None
         now = time.monotonic()
-        vals = dict(METRIC_RE.findall(text))
-        if len(vals) < 2:
+        if "tempest_emulator_video_frames_total" not in m or "tempest_frames_total" not in m:
             return None
-        return now, float(vals["tempest_emulator_video_frames_total"]), float(vals["tempest_frames_total"])
+        return now, m["tempest_emulator_video_frames_total"], m["tempest_frames_total"]
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -162,14 +136,7 @@ class Worker:
         raise RuntimeError(f"worker did not reach play in {START_TIMEOUT_S}s: {self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                log(f"worker {self.proc.pid} ignored SIGTERM for 15s; SIGKILL. Its log: {self.log_tail(8)}")
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_proc(self.proc, f"worker {self.proc.pid}", timeout=15, detail=lambda: self.log_tail(8))
         self._log.close()
 
 
@@ -222,13 +189,13 @@ def measure_two_workers(roms: str, tmp: Path) -> float:
     finally:
         for w in ws:
             if w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGTERM)
+                w.proc.terminate()
         for w in ws:
             w.stop()
 
 
 def main() -> int:
-    roms = rompath()
+    roms = rompath("emulator")
     log(f"ROMs: {roms}; up to {PAIRS} pairs of raw/worker, window {WINDOW_FRAMES} video frames in play")
     raw_fps: list[float] = []
     worker_fps: list[float] = []

@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import free_port, logger, rompath, stop_proc  # noqa: E402
 from services.emulator.gym_env import TempestEnv  # noqa: E402
 from services.expert.client import ExpertClient  # noqa: E402
 from services.expert.policy import expert_action  # noqa: E402
@@ -39,19 +40,7 @@ from tempest_common.game_state import GameState, decode_ram  # noqa: E402
 LIVES = 10
 MAX_TICKS_PER_LIFE = 4000
 SERVICE_SECONDS = 10.0
-T0 = time.monotonic()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def rompath() -> str:
-    path = os.environ.get("TEMPEST_ROMPATH") or str((ROOT / ".." / "shared" / "roms").resolve())
-    if not (Path(path) / "tempest1").is_dir():
-        sys.exit("bench/expert.py: set TEMPEST_ROMPATH to the folder that holds tempest1/")
-    return path
-
+log = logger()
 
 NOOP_STARTS = np.random.default_rng(12345).integers(0, 31, LIVES)
 
@@ -63,7 +52,6 @@ def play_lives(env: TempestEnv, policy: str, rng: np.random.Generator, recorded:
         start_score = env.game_state.score
         for _ in range(NOOP_STARTS[life]):
             env.step(NOOP)
-        ticks_since_zap = 10**6
         for tick in range(MAX_TICKS_PER_LIFE):
             state = env.game_state
             if policy == "expert":
@@ -80,13 +68,6 @@ def play_lives(env: TempestEnv, policy: str, rng: np.random.Generator, recorded:
         log(f"{policy} life {life + 1}/{LIVES}: {scores[-1]} points, level {levels[-1]}, {tick + 1} ticks"
             f"{' (capped)' if tick + 1 == MAX_TICKS_PER_LIFE else ''}")
     return scores, levels
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def measure_service(states: GameState) -> tuple[float, float]:
@@ -122,12 +103,11 @@ def measure_service(states: GameState) -> tuple[float, float]:
         client.close()
         return decisions_per_s, p50
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_proc(proc, "expert service", timeout=10)
 
 
 def main() -> None:
-    env = TempestEnv(rompath())
+    env = TempestEnv(rompath("expert"))
     rng = np.random.default_rng(0)
     recorded: list[GameState] = []
     try:

@@ -55,26 +55,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import copy  # noqa: E402
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import urllib.request  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.harness import (CpuWatch, clean_env, free_port, logger, metrics, start_redis, start_replay,  # noqa: E402
+                           stop_proc, wait_for)
+from bench.streams import stream_batches  # noqa: E402
 from services.learner.dqn import Batch, soft_update, train_step  # noqa: E402
-from services.learner.settings import LearnerConfig, LiveSettings  # noqa: E402
-from services.replay.config import ReplayConfig  # noqa: E402
+from services.learner.settings import LiveSettings  # noqa: E402
 from tempest_common.actions import NUM_ACTIONS  # noqa: E402
-from tempest_common.messages import ACTOR_EXPERT, ACTOR_NETWORK, NO_ACTION, TransitionBatch  # noqa: E402
+from tempest_common.messages import ACTOR_EXPERT, ACTOR_NETWORK  # noqa: E402
 from tempest_common.network import DuelingQNetwork  # noqa: E402
 from tempest_common.state_vector import STATE_SIZE  # noqa: E402
 
@@ -94,144 +93,15 @@ MAX_GRAD_NORM, TAU = 5.0, 0.005           # the learner's defaults (checked agai
 PREFIX = "bench:learner"
 
 
-def log(msg: str) -> None:
-    print(f"[bench/learner {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
-
-
-def wait_for(pred, timeout: float, what: str, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-            if v:
-                return v
-        except (OSError, ValueError) as exc:   # not up yet
-            last = exc
-        time.sleep(poll)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process so far (all threads), in seconds; nan where unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds all processes on the machine have spent busy so far (/proc/stat)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")   # minus idle and iowait
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-class CpuWatch:
-    """CPU cores kept busy over a window by each of our processes and by everything else."""
-
-    def __init__(self, pids: dict[str, int]):
-        self.pids = pids
-        self.t0, self.all0 = time.perf_counter(), busy_cpu_seconds()
-        self.c0 = {nm: cpu_seconds(pid) for nm, pid in pids.items()}
-
-    def report(self) -> str:
-        dt = time.perf_counter() - self.t0
-        ours = {nm: (cpu_seconds(pid) - self.c0[nm]) / dt for nm, pid in self.pids.items()}
-        other = (busy_cpu_seconds() - self.all0) / dt - sum(ours.values())
-        return ", ".join(f"{nm} {v:.2f}" for nm, v in ours.items()) + f", other processes {max(0.0, other):.2f}"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """os.environ without any of the services' own settings (so nothing in the caller's shell
-    changes the configuration measured), plus `extra`; PYTHONPATH gets the repo root first."""
-    names = set()
-    for cls in (LearnerConfig, LiveSettings, ReplayConfig):
-        names |= {f.metadata["setting"]["env"] for f in dataclasses.fields(cls)}
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    env.update(extra)
-    return env
-
-
-def stop_proc(p: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
-    if p.poll() is not None:
-        return
-    try:
-        os.kill(p.pid, signal.SIGCONT)     # a stopped process would not act on SIGTERM
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log(f"{name} did not stop on SIGTERM; killing it")
-        p.kill()
-        p.wait()
-    except ProcessLookupError:
-        pass
+log = logger("learner")
 
 
 # -- the producer (a separate process) -----------------------------------------------------------
-def stream_batches(stream_idx: int, rows: int, rng: np.random.Generator) -> list[TransitionBatch]:
-    """One stream's transitions cut into batches of 64..4096 rows: episodes of 300..3000 steps
-    from step 0, a terminal at the end of most, a truncated (bootstrap-only) record on 10%."""
-    ep = np.empty(rows, np.int64)
-    step = np.empty(rows, np.int32)
-    terminal = np.zeros(rows, bool)
-    truncated = np.zeros(rows, bool)
-    pos, episode = 0, stream_idx * 1_000_000_000
-    while pos < rows:
-        length = int(rng.integers(300, 3000))
-        end = min(rows, pos + length)
-        ep[pos:end] = episode
-        step[pos:end] = np.arange(end - pos, dtype=np.int32)
-        if end == pos + length:
-            (truncated if rng.random() < 0.1 else terminal)[end - 1] = True
-        pos, episode = end, episode + 1
-    action = rng.integers(0, NUM_ACTIONS, rows).astype(np.int16)
-    action[truncated] = NO_ACTION
-    actor = np.where(rng.random(rows) < 0.3, ACTOR_EXPERT, ACTOR_NETWORK).astype(np.uint8)
-    reward_game = np.where(rng.random(rows) < 0.02, 150.0, 0.0).astype(np.float32)
-    reward_shaping = (rng.standard_normal(rows) * 0.01).astype(np.float32)
-    state = rng.random((rows, STATE_SIZE), dtype=np.float32).astype(np.float16)
-    out, a = [], 0
-    while a < rows:
-        b = slice(a, min(rows, a + int(rng.integers(64, 4097))))
-        out.append(TransitionBatch(f"bench-stream-{stream_idx}", f"bench-worker-{stream_idx}", ep[b], step[b],
-                                   actor[b], action[b], reward_game[b], reward_shaping[b], terminal[b],
-                                   truncated[b], state[b]))
-        a = b.stop
-    return out
-
-
 def producer(total_rows: int, pull_url: str, done) -> None:
     from services.replay.client import TransitionSender
     rng = np.random.default_rng(1234)
     per = [total_rows // STREAMS + (i < total_rows % STREAMS) for i in range(STREAMS)]
-    streams = [stream_batches(i, n, rng) for i, n in enumerate(per)]
+    streams = [stream_batches(i, n, rng, NUM_ACTIONS) for i, n in enumerate(per)]
     sender = TransitionSender(pull_url)
     sent = 0
     while any(streams):                      # interleave the streams batch by batch
@@ -303,7 +173,6 @@ class Bare:
 
 # -- main ----------------------------------------------------------------------------------------
 def main() -> int:
-    import redis
     live = LiveSettings()
     assert (live.max_grad_norm, live.tau, live.use_soft_target, live.clamp_targets, live.bc_weight) == \
         (MAX_GRAD_NORM, TAU, True, False, 0.0), "the learner's defaults changed: update the bare step"
@@ -319,48 +188,12 @@ def main() -> int:
         f"batch {BATCH}; network DuelingQNetwork({STATE_SIZE}, {NUM_ACTIONS}) default hidden, {params:,} params; "
         f"{PAIRS} pairs of bare {BARE_S:.0f} s / pipeline {PIPE_S:.0f} s windows")
     try:
-        # -- redis ---------------------------------------------------------------------------------
-        redis_bin = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
-        redis_env = dict(os.environ)
-        if os.environ.get("REDIS_LD_LIBRARY_PATH"):
-            redis_env["LD_LIBRARY_PATH"] = os.pathsep.join(
-                p for p in (os.environ["REDIS_LD_LIBRARY_PATH"], os.environ.get("LD_LIBRARY_PATH", "")) if p)
-        redis_port = free_port()
-        rp = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", workdir, "--daemonize", "no"],
-                              executable=redis_bin, env=redis_env,
-                              stdout=open(os.path.join(workdir, "redis.log"), "w"), stderr=subprocess.STDOUT)
+        # -- redis + replay --------------------------------------------------------------------------
+        rp, rc, redis_port = start_redis(workdir)
         procs.append((rp, "redis-server"))
-        rc = redis.Redis(host="127.0.0.1", port=redis_port)
-
-        def redis_up():
-            if rp.poll() is not None:
-                raise RuntimeError(f"redis-server ({redis_bin}) exited with {rp.returncode}: "
-                                   + open(os.path.join(workdir, "redis.log")).read()[-2000:])
-            try:
-                return rc.ping()
-            except redis.ConnectionError:
-                return False
-        wait_for(redis_up, 20, "redis-server")
-        rc.flushall()
-        log(f"redis-server {rc.info('server')['redis_version']} ({redis_bin}) on port {redis_port}")
-
-        # -- replay --------------------------------------------------------------------------------
-        pull_url, router_url = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-        replay_metrics = free_port()
-        replay_log = os.path.join(workdir, "replay.log")
-        sp = subprocess.Popen([sys.executable, "-m", "services.replay.main"], cwd=ROOT, env=clean_env(
-            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", REPLAY_REDIS_PREFIX=PREFIX, REPLAY_PULL_BIND=pull_url,
-            REPLAY_BIND=router_url, METRICS_PORT=str(replay_metrics), STATE_DIM=str(STATE_SIZE),
-            REPLAY_STATE_DTYPE="float16", REPLAY_CAPACITY=str(CAPACITY), MIN_SIZE_TO_SAMPLE="1000",
-            SAMPLES_PER_INSERT="0", SEED="1"), stdout=open(replay_log, "w"), stderr=subprocess.STDOUT)
-        procs.append((sp, "replay service"))
-
-        def replay_up():
-            if sp.poll() is not None:
-                raise RuntimeError(f"replay service exited with {sp.returncode}: " + open(replay_log).read()[-2000:])
-            return "serving" in open(replay_log).read() and metrics(replay_metrics)
-        wait_for(replay_up, 60, "the replay service", poll=0.2)
+        replay = start_replay(workdir, redis_port, PREFIX, CAPACITY, env=clean_env)
+        procs.append((replay.proc, "replay service"))
+        sp, replay_metrics, pull_url, router_url = replay.proc, replay.metrics_port, replay.pull_url, replay.router_url
         log(f"replay service up (pid {sp.pid}), capacity {CAPACITY:,}")
 
         # -- fill ----------------------------------------------------------------------------------
@@ -377,8 +210,7 @@ def main() -> int:
                 raise RuntimeError(f"replay lost or refused rows while filling: {m}")
             if not prod.is_alive() and prod.exitcode not in (None, 0):
                 raise RuntimeError(f"producer exited with {prod.exitcode}")
-            if sp.poll() is not None:
-                raise RuntimeError(f"replay service exited with {sp.returncode}: " + open(replay_log).read()[-2000:])
+            replay.check_alive()
             if time.monotonic() - t0 > 300:
                 raise TimeoutError(f"fill: only {size:,.0f} in the replay, {written:,.0f} in Redis after 300 s")
             if time.monotonic() - last > 5:

@@ -25,6 +25,7 @@ ports, from an empty ring, then measures:
                  sends its priority update (which the replay answers after the in-flight sample).
                  Measured over SAMPLE_SECONDS after a warm-up of 2 batches.
 
+Redis binary: as bench/harness.py's start_redis (env REDIS_SERVER, else redis-server on PATH).
 Progress goes to stderr; the last stdout line is one JSON object.
 """
 from __future__ import annotations
@@ -38,19 +39,17 @@ sys.path.insert(0, ROOT)
 import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import urllib.request  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from tempest_common.messages import ACTOR_EXPERT, ACTOR_NETWORK, NO_ACTION, TransitionBatch  # noqa: E402
+from bench.harness import logger, metrics, minor_faults, start_redis, start_replay, stop_proc  # noqa: E402
+from bench.streams import raw_bytes_per_transition, stream_batches  # noqa: E402
+from tempest_common.messages import TransitionBatch  # noqa: E402
 from tempest_common.state_vector import STATE_SIZE  # noqa: E402
 
-REDIS_BIN = "/usr/bin/redis-server"
 PREFIX = "bench:replay"
 BATCH_ROWS = 64                 # the emulator worker's default transition batch
 PRODUCERS = 2
@@ -60,64 +59,14 @@ N_STEP, GAMMA, BETA = 5, 0.995, 0.4
 SAMPLE_SECONDS = 18.0
 INSERT_TIMEOUT_S = 240.0
 
-
-def log(msg: str) -> None:
-    print(f"[bench/replay {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+log = logger("replay")
 
 
 # -- transitions ---------------------------------------------------------------------------------
 def make_batches(stream_idx: int, total_rows: int, seed: int) -> list[TransitionBatch]:
-    """One stream's transitions in 64-row batches: episodes (lives) of realistic length, steps from
-    0, terminal at the end of most episodes, a few truncated (bootstrap-only last record)."""
-    rng = np.random.default_rng(seed)
-    ep = np.empty(total_rows, np.int64)
-    step = np.empty(total_rows, np.int32)
-    terminal = np.zeros(total_rows, bool)
-    truncated = np.zeros(total_rows, bool)
-    pos, episode = 0, stream_idx * 1_000_000_000
-    while pos < total_rows:
-        length = int(rng.integers(300, 3000))
-        end = min(total_rows, pos + length)
-        ep[pos:end] = episode
-        step[pos:end] = np.arange(end - pos, dtype=np.int32)
-        if end == pos + length:              # finished within the data (the last one stays open)
-            if rng.random() < 0.1:
-                truncated[end - 1] = True
-            else:
-                terminal[end - 1] = True
-        pos, episode = end, episode + 1
-    action = rng.integers(0, 64, total_rows).astype(np.int16)
-    action[truncated] = NO_ACTION
-    actor = np.where(rng.random(total_rows) < 0.3, ACTOR_EXPERT, ACTOR_NETWORK).astype(np.uint8)
-    reward_game = np.where(rng.random(total_rows) < 0.02, 150.0, 0.0).astype(np.float32)
-    reward_shaping = (rng.standard_normal(total_rows) * 0.01).astype(np.float32)
-    state = rng.random((total_rows, STATE_SIZE), dtype=np.float32).astype(np.float16)
-    stream_id, worker_id = f"bench-stream-{stream_idx}", f"bench-worker-{stream_idx}"
-    out = []
-    for a in range(0, total_rows, BATCH_ROWS):
-        b = slice(a, a + BATCH_ROWS)
-        out.append(TransitionBatch(stream_id, worker_id, ep[b].copy(), step[b].copy(), actor[b].copy(),
-                                   action[b].copy(), reward_game[b].copy(), reward_shaping[b].copy(),
-                                   terminal[b].copy(), truncated[b].copy(), state[b].copy()))
-    return out
-
-
-def raw_bytes_per_transition(batch: TransitionBatch) -> int:
-    rows = batch.num_rows()
-    total = 0
-    for name in ("episode_id", "step", "actor", "action", "reward_game", "reward_shaping",
-                 "terminal", "truncated", "state"):
-        arr = getattr(batch, name)
-        assert arr.shape[0] == rows
-        total += arr.nbytes
-    assert total % rows == 0
-    return total // rows
+    """One stream's transitions in 64-row batches (see bench/streams.py); actions over 0..63."""
+    return stream_batches(stream_idx, total_rows, np.random.default_rng(seed), n_actions=64,
+                          batch_rows=BATCH_ROWS, copy=True)
 
 
 def producer(stream_idx: int, total_rows: int, pull_url: str, ready, go, stop) -> None:
@@ -187,57 +136,11 @@ def sampler(router_url: str, seconds: float, result_q) -> None:
                   "checksum": checksum, "state_dtype": str(r.state.dtype)})
 
 
-# -- helpers -------------------------------------------------------------------------------------
-def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
-
-
-def minor_faults(pid: int) -> int:
-    """Minor page faults of a process so far (/proc/PID/stat field 10); -1 where unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rpartition(")")[2].split()[7])
-    except (OSError, ValueError, IndexError):
-        return -1
-
-
 def redis_info_memory(r) -> int:
     return int(r.info("memory")["used_memory"])
 
 
-def wait_for(pred, timeout: float, what: str, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def stop_proc(p: subprocess.Popen, name: str) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            log(f"{name} did not stop on SIGTERM; killing it")
-            p.kill()
-            p.wait()
-
-
 def main() -> int:
-    import redis
     t_start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="bench_replay_")
     procs: list[tuple[subprocess.Popen, str]] = []
@@ -245,46 +148,13 @@ def main() -> int:
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     try:
-        # Redis
-        redis_port = free_port()
-        redis_log = open(os.path.join(workdir, "redis.log"), "w")
-        rp = subprocess.Popen([REDIS_BIN, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", workdir, "--daemonize", "no"],
-                              stdout=redis_log, stderr=subprocess.STDOUT)
+        rp, rc, redis_port = start_redis(workdir)
         procs.append((rp, "redis-server"))
-        rc = redis.Redis(host="127.0.0.1", port=redis_port)
-
-        def redis_up():
-            try:
-                return rc.ping()
-            except redis.ConnectionError:
-                return False
-        wait_for(redis_up, 20, "redis-server")
-        rc.flushall()
-        log(f"redis-server {rc.info('server')['redis_version']} on port {redis_port}")
-
-        # replay service
-        pull_port, router_port, metrics_port = free_port(), free_port(), free_port()
-        pull_url, router_url = f"tcp://127.0.0.1:{pull_port}", f"tcp://127.0.0.1:{router_port}"
-        env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", REPLAY_REDIS_PREFIX=PREFIX,
-                   REPLAY_PULL_BIND=pull_url, REPLAY_BIND=router_url, METRICS_PORT=str(metrics_port),
-                   STATE_DIM=str(STATE_SIZE), REPLAY_STATE_DTYPE="float16", REPLAY_CAPACITY="1000000",
-                   MIN_SIZE_TO_SAMPLE="1000", SAMPLES_PER_INSERT="0", SEED="1", PYTHONPATH=ROOT)
-        replay_log_path = os.path.join(workdir, "replay.log")
-        replay_log = open(replay_log_path, "w")
-        sp = subprocess.Popen([sys.executable, "-m", "services.replay.main"], cwd=ROOT, env=env,
-                              stdout=replay_log, stderr=subprocess.STDOUT)
-        procs.append((sp, "replay service"))
-
-        def replay_up():
-            if sp.poll() is not None:
-                raise RuntimeError(f"replay service exited with {sp.returncode}: "
-                                   + open(replay_log_path).read()[-2000:])
-            try:
-                return "serving" in open(replay_log_path).read() and metrics(metrics_port)
-            except OSError:
-                return False
-        wait_for(replay_up, 60, "the replay service", poll=0.2)
+        replay = start_replay(workdir, redis_port, PREFIX, 1_000_000,
+                              env=lambda **kw: dict(os.environ, PYTHONPATH=ROOT, **kw))
+        procs.append((replay.proc, "replay service"))
+        sp, metrics_port = replay.proc, replay.metrics_port
+        pull_url, router_url = replay.pull_url, replay.router_url
         m0 = metrics(metrics_port)
         assert m0.get("tempest_replay_size", -1) == 0, f"ring not empty at start: {m0.get('tempest_replay_size')}"
         time.sleep(0.5)
@@ -381,7 +251,7 @@ def main() -> int:
                 p.terminate()
                 p.join(timeout=5)
         for p, name in reversed(procs):
-            stop_proc(p, name)
+            stop_proc(p, name, timeout=20)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
