@@ -97,3 +97,50 @@ class NStepReturns:
         discount[~ok] = 0.0
         boot[~ok] = t[~ok]
         return returns.astype(np.float32), discount.astype(np.float32), boot, ok
+
+    @staticmethod
+    def over_links(starts, n: int, gamma: float, *, next_pos, episode_id, reward, terminal, truncated):
+        """`compute` for records that sit anywhere (a ring shared by interleaved streams) and are
+        chained by `next_pos[i]`, the position of record i's successor in its stream (-1: none
+        yet, so "still open").  Same table, same arithmetic (bit-identical results); returns
+        (returns float32[B], discount float32[B], bootstrap_pos int64[B], ok bool[B]) with
+        bootstrap_pos a position, the start itself where there is no bootstrap.
+
+        One step per k follows the links of the whole batch; finished rows ride along (their
+        reads are masked), which is cheaper than compacting the batch every step.
+        """
+        n = int(n)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        b = starts.size
+        ep0 = episode_id.take(starts)
+        ok = ~truncated.take(starts)
+        active = ok.copy()                      # still accumulating rewards
+        returns = np.zeros(b, np.float64)
+        discount = np.zeros(b, np.float64)
+        boot = starts.copy()
+        step_reward = np.empty(b, reward.dtype)
+        cur = starts
+        g = 1.0                                 # gamma^k, shared by the whole batch
+        for k in range(n):
+            # Finished rows may hold -1 (no successor) in `cur`: mode="clip" reads position 0 for
+            # them, and their values are masked out.
+            # Record k is in the window: add its reward (g * reward in reward's dtype, as compute).
+            np.multiply(reward.take(cur, mode="clip"), g, out=step_reward)
+            np.add(returns, step_reward, out=returns, where=active)
+            active &= ~terminal.take(cur, mode="clip")      # terminal: discount 0, no bootstrap
+            g *= gamma
+            # Record k+1 must exist and belong to the start's episode (else still open / lost end).
+            nxt = next_pos.take(cur, mode="clip")
+            bad = (nxt < 0) | (episode_id.take(nxt, mode="clip") != ep0)
+            ok &= ~(active & bad)
+            active &= ~bad
+            # Bootstrap from record k+1: a truncated record, or the window is full.
+            stop = (active & truncated.take(nxt, mode="clip")) if k + 1 < n else active
+            np.copyto(boot, nxt, where=stop)
+            np.copyto(discount, g, where=stop)
+            active &= ~stop
+            cur = nxt
+        np.copyto(returns, 0.0, where=~ok)
+        return returns.astype(np.float32), discount.astype(np.float32), boot, ok

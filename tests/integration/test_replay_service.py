@@ -118,8 +118,8 @@ def test_two_streams_sample_correct_nstep_and_survive_kill(replay):
     assert size == total
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
-    start()
-    assert scrape(ports["metrics"])["tempest_replay_size"] == size
+    start()  # metrics come up before the mirror is rebuilt from Redis: wait for the rebuild
+    wait_for(lambda: scrape(ports["metrics"])["tempest_replay_size"] == size, 30, what="the mirror rebuilt")
     after = check_sample(5) | check_sample(1)
     # The same (stream, episode, step) rows sit under the same sample indices after the restart.
     by_index = {i: key for *key, i in before}
