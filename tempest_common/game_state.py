@@ -84,8 +84,10 @@ class GameState:
         return self.gamestate.shape
 
     # -- batching ------------------------------------------------------------------------
+    # (_FIELD_NAMES, set below the class, rather than dataclasses.fields(): slicing a batch is on
+    # the expert client's per-request path, and fields() made it twice as slow)
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "GameState":
@@ -100,10 +102,13 @@ class GameState:
         return cls(**{f.name: np.stack([getattr(s, f.name) for s in states]) for f in fields(cls)})
 
     def __getitem__(self, i) -> "GameState":
-        return GameState(**{f.name: getattr(self, f.name)[i] for f in fields(self)})
+        return GameState(**{name: getattr(self, name)[i] for name in _FIELD_NAMES})
 
     def __len__(self) -> int:
         return int(self.gamestate.shape[0]) if self.gamestate.ndim else 1
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(GameState))
 
 
 def _bcd(byte: np.ndarray) -> np.ndarray:

@@ -34,6 +34,8 @@ class ExpertClient:
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.connect(url)
+        self._poller = zmq.Poller()  # reused: Socket.poll builds a new Poller on every call
+        self._poller.register(self._sock, zmq.POLLIN)
         self._ids = itertools.count(1)
 
     def act(self, states: GameState, timeout_ms: float) -> np.ndarray | None:
@@ -45,7 +47,7 @@ class ExpertClient:
             return None
         deadline = time.monotonic() + timeout_ms / 1000.0
         while (remaining := (deadline - time.monotonic()) * 1000.0) > 0:
-            if not self._sock.poll(remaining):
+            if not self._poller.poll(remaining):
                 return None
             data = self._sock.recv()
             try:
