@@ -182,6 +182,12 @@ class TickSummary(NamedTuple):
     level: int
 
 
+def is_start_of_play(ram) -> bool:
+    """A play tick with the player alive, a game running (not attract mode) and a life left:
+    where save states for evaluation games are taken."""
+    return ram[0x00] == GS_PLAY and not (ram[0x201] & 0x80) and bool(ram[0x05] & 0x80) and ram[0x48] >= 1
+
+
 def summarize_tick(ram) -> TickSummary:
     gs = int(ram[0x00])
     score = (_bcd_int(ram[0x42]) * 10000 + _bcd_int(ram[0x41]) * 100 + _bcd_int(ram[0x40]))

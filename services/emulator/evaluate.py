@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tempest_common.actions import NUM_ACTIONS, decode_action, gate_zap
-from tempest_common.game_state import summarize_tick
+from tempest_common.game_state import is_start_of_play, summarize_tick
 from tempest_common.network import network_from_state_dict
 
 from .bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeServer
@@ -36,10 +36,6 @@ def load_network(path: str):
     state = torch.load(path, map_location="cpu", weights_only=True)
     weights = {k: v.float().numpy() for k, v in state["online"].items()}
     return network_from_state_dict(weights), state
-
-
-def first_play_tick(ram) -> bool:
-    return ram[0] == 0x04 and not (ram[0x201] & 0x80) and bool(ram[0x05] & 0x80) and ram[0x48] >= 1
 
 
 def play_game(server: BridgeServer, policy: NetworkPolicy, msg, epsilon: float, max_ticks: int,
@@ -100,7 +96,7 @@ def main(argv=None) -> int:
         server.accept(60)
         server.reply()
         msg = server.receive(30)
-        while not first_play_tick(msg.ram):
+        while not is_start_of_play(msg.ram):
             server.reply()
             msg = server.receive(30)
         server.reply(CMD_SAVE)

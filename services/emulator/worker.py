@@ -17,7 +17,7 @@ import uuid
 import numpy as np
 
 from tempest_common.actions import NOOP, action_has_zap, decode_action
-from tempest_common.game_state import decode_ram, summarize_tick
+from tempest_common.game_state import decode_ram, is_start_of_play, summarize_tick
 from tempest_common.messages import ACTOR_NAMES, ACTOR_RANDOM, EpisodeSummary, Heartbeat, TransitionBatch
 from tempest_common.state_vector import encode_state
 
@@ -156,7 +156,7 @@ class EmulatorWorker:
             if self._next_game_evaluation and not self.tracker.in_episode and self._start_saved:
                 self.server.reply(CMD_LOAD)
                 actor, action = 0, -1
-            elif in_play and not self._start_saved and self._first_play_tick(ram):
+            elif in_play and not self._start_saved and is_start_of_play(ram):
                 self.server.reply(CMD_SAVE)  # neutral inputs on this tick: recorded as a no-op
                 self._start_saved = True
                 actor, action = ACTOR_RANDOM, NOOP
@@ -175,10 +175,6 @@ class EmulatorWorker:
             if self._trace is not None:
                 key = self.tracker.pending_key if in_play else None
                 self._trace.append((msg.video_frame, ram, *(key or (-1, -1))))
-
-    @staticmethod
-    def _first_play_tick(ram: np.ndarray) -> bool:
-        return ram[0] == 0x04 and not (ram[0x201] & 0x80) and bool(ram[0x05] & 0x80) and ram[0x48] >= 1
 
     def _after_tick(self, video_frame: int, ram: np.ndarray, action: int, actor: int, in_play: bool) -> None:
         self._video_frame = video_frame
