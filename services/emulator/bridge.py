@@ -1,7 +1,10 @@
 """The worker's end of the Lua bridge (see lua/bridge.lua for the byte layout).
 
 MAME connects to a loopback port the worker listens on; every game tick it sends an 8-byte
-header and RAM $0000-$03FF and waits for the worker's 4-byte reply.  Each reply is preceded by a
+header and RAM $0000-$03FF, and the worker answers every message with a 4-byte reply, in order.
+MAME waits for the reply only in play and zoom; outside them it drives the game itself and reads
+the reply a frame or two later (the message's `awaited` is False), so a save or load sent then
+takes effect late: `command()` waits for the message that confirms it.  Each reply is preceded by a
 doorbell byte on a named pipe: MAME polls its (non-blocking) socket briefly, then sleeps on the
 pipe, so a slow reply costs it no CPU; closing the pipe tells MAME at once that its worker is
 gone.  Replying is on MAME's critical path, so callers reply first and do their bookkeeping
@@ -26,7 +29,7 @@ MESSAGE_BYTES = HEADER.size + RAM_BYTES
 REPLY = struct.Struct("<BBbB")
 
 CMD_ACT, CMD_SAVE, CMD_LOAD, CMD_EXIT = 0, 1, 2, 3
-FLAG_LOADED, FLAG_SAVED = 1, 2
+FLAG_LOADED, FLAG_SAVED, FLAG_NOT_AWAITED = 1, 2, 4
 
 
 class BridgeClosed(ConnectionError):
@@ -36,7 +39,7 @@ class BridgeClosed(ConnectionError):
 @dataclass
 class TickMessage:
     kind: str           # "H" hello or "S" state
-    flags: int          # FLAG_LOADED / FLAG_SAVED
+    flags: int          # FLAG_LOADED / FLAG_SAVED / FLAG_NOT_AWAITED
     video_frame: int    # MAME video frames since it started
     ram: np.ndarray     # uint8[1024], a copy owned by the caller
 
@@ -47,6 +50,11 @@ class TickMessage:
     @property
     def saved(self) -> bool:
         return bool(self.flags & FLAG_SAVED)
+
+    @property
+    def awaited(self) -> bool:
+        """MAME waits for this message's reply (play and zoom ticks, the hello)."""
+        return not self.flags & FLAG_NOT_AWAITED
 
 
 class BridgeServer:
@@ -121,6 +129,18 @@ class BridgeServer:
             self._conn.sendall(REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, 0))
         except OSError as exc:  # EPIPE: MAME is gone
             raise BridgeClosed(f"bridge reply failed: {exc}") from exc
+
+    def command(self, command: int, timeout: float, max_messages: int = 1000) -> TickMessage:
+        """Reply CMD_SAVE or CMD_LOAD to the message just received; return the message that
+        confirms it.  Messages that MAME sent before it read the command get neutral replies."""
+        flag = {CMD_SAVE: FLAG_SAVED, CMD_LOAD: FLAG_LOADED}[command]
+        self.reply(command)
+        for _ in range(max_messages):
+            msg = self.receive(timeout)
+            if msg.flags & flag:
+                return msg
+            self.reply(CMD_ACT)
+        raise BridgeClosed(f"MAME did not confirm command {command} within {max_messages} messages")
 
     def drop_connection(self) -> None:
         if self._reply_fd is not None:

@@ -99,12 +99,10 @@ def main(argv=None) -> int:
         while not is_start_of_play(msg.ram):
             server.reply()
             msg = server.receive(30)
-        server.reply(CMD_SAVE)
-        msg = server.receive(30)
+        msg = server.command(CMD_SAVE, 30)
         for game in range(args.games):
             if game:
-                server.reply(CMD_LOAD)
-                msg = server.receive(30)
+                msg = server.command(CMD_LOAD, 30)
             score, level, ticks, capped = play_game(server, policy, msg, epsilon, args.max_ticks, rng)
             results.append(score)
             print(f"game {game + 1}: {score} points, level {level}, {ticks} ticks{' (capped)' if capped else ''}",

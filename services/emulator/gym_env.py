@@ -53,17 +53,11 @@ class TempestEnv(gym.Env):
         if self._server is None:
             self._launch()
         if not self._has_start_state:
-            msg = self._advance_to_play()
-            self._server.reply(CMD_SAVE)
-            msg = self._server.receive(self.tick_timeout_s)
-            if not msg.saved:
-                raise RuntimeError("bridge did not confirm the save state")
+            self._advance_to_play()
+            msg = self._server.command(CMD_SAVE, self.tick_timeout_s)
             self._has_start_state = True
         else:
-            self._server.reply(CMD_LOAD)
-            msg = self._server.receive(self.tick_timeout_s)
-            if not msg.loaded:
-                raise RuntimeError("bridge did not confirm loading the start state")
+            msg = self._server.command(CMD_LOAD, self.tick_timeout_s)
         self._state = decode_ram(msg.ram)
         self._ticks = 0
         obs = encode_state(self._state)

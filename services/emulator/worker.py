@@ -65,6 +65,7 @@ class EmulatorWorker:
         self._start_saved = False
         self._evaluation_game = False
         self._next_game_evaluation = False
+        self._load_sent = False   # a load MAME has not confirmed yet (it may read it a frame late)
         self._trace: list[tuple[int, np.ndarray, int, int]] | None = [] if cfg.trace_path else None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -108,7 +109,7 @@ class EmulatorWorker:
         finally:
             self._end_episode_truncated()
             self._prev_state = None
-            self._start_saved = self._evaluation_game = self._next_game_evaluation = False
+            self._start_saved = self._evaluation_game = self._next_game_evaluation = self._load_sent = False
             self.server.drop_connection()
             self.mame.stop(grace_s=3.0 if self._stop.is_set() else 0.0)
 
@@ -148,13 +149,15 @@ class EmulatorWorker:
             ram = msg.ram
             if msg.loaded:  # an evaluation game begins at the saved start of play
                 self._prev_state = None
-                self._evaluation_game, self._next_game_evaluation = True, False
+                self._evaluation_game, self._next_game_evaluation, self._load_sent = True, False, False
                 self.metrics.evaluation_games.inc()
             gamestate = ram[0]
             in_play = gamestate in (0x04, 0x20)
             self._ticks_since_zap += 1
-            if self._next_game_evaluation and not self.tracker.in_episode and self._start_saved:
+            if self._next_game_evaluation and not self.tracker.in_episode and self._start_saved \
+                    and not self._load_sent:
                 self.server.reply(CMD_LOAD)
+                self._load_sent = True
                 actor, action = 0, -1
             elif in_play and not self._start_saved and is_start_of_play(ram):
                 self.server.reply(CMD_SAVE)  # neutral inputs on this tick: recorded as a no-op

@@ -8,16 +8,21 @@
 -- would starve the workers once several share the CPUs.  The pipe also returns end-of-file the
 -- moment the worker dies.
 --   MAME -> worker, once per game tick ($0003 changed), and once right after a save or load:
---     8-byte header: 'T', kind ('H' hello | 'S' state), flags (bit0 loaded, bit1 saved), 0,
---                    uint32 LE video frame number; then RAM $0000-$03FF (1024 bytes).
---   worker -> MAME, one reply per message: 4 bytes:
+--     8-byte header: 'T', kind ('H' hello | 'S' state), flags (bit0 loaded, bit1 saved,
+--                    bit2 not awaited), 0, uint32 LE video frame number;
+--     then RAM $0000-$03FF (1024 bytes).
+--   worker -> MAME, exactly one reply per message, in order: 4 bytes:
 --     command (0 act | 1 save state | 2 load state | 3 exit), buttons (bit0 fire, bit1 zap),
 --     spinner delta (int8, written to $0050 every video frame), 0.
 -- Only game ticks are sent (~46% of video frames in play): frames where $0003 did not change
 -- carry no new state.  Outside play and zoom the script drives the game itself (free play,
 -- start in attract mode, fire in level select and high-score entry), so the worker's action
--- there is ignored.  When the worker goes away (end of file on the pipe, a failed write) MAME
--- exits: headless MAME ignores SIGTERM, so it must stop itself.
+-- there is ignored and MAME does not wait for it: such a message is sent "not awaited" and its
+-- reply is picked up on a later frame (or before the next awaited reply).  A save, load or exit
+-- sent in reply to such a message therefore takes effect a frame or two later; the worker
+-- confirms saves and loads by the flags of the next message, never by timing.
+-- When the worker goes away (end of file on the pipe, a failed write) MAME exits: headless
+-- MAME ignores SIGTERM, so it must stop itself.
 
 local PORT = os.getenv("TEMPEST_BRIDGE_PORT")
 local REPLY_FIFO = os.getenv("TEMPEST_BRIDGE_REPLY_FIFO")
@@ -40,6 +45,8 @@ local pending_flags = 0     -- flags for the next message (loaded / saved)
 local nav_frames = 0        -- frame counter for the script's own menu presses
 local fire, zap, spin = 0, 0, 0
 local exiting = false
+local unanswered = 0      -- not-awaited messages whose replies have not been read yet
+local partial = ""        -- bytes of a reply read so far by a non-blocking poll
 
 local function quit(why)
   if not exiting then
@@ -60,17 +67,16 @@ local function connect()
   doorbell:setvbuf("no")
 end
 
--- The 4-byte reply: poll the socket SPIN_POLLS times, then take the doorbell byte (already
+-- The next 4-byte reply: poll the socket SPIN_POLLS times, then take the doorbell byte (already
 -- there if the reply came, since the worker rings first; otherwise this sleeps until it rings)
 -- and finish reading the reply.  nil when the worker is gone.
 local function read_reply()
-  local buf = ""
+  local buf = partial
+  partial = ""
   for _ = 1, SPIN_POLLS do
+    if #buf == 4 then break end
     local chunk = sock:read(4 - #buf)
-    if chunk ~= nil and #chunk > 0 then
-      buf = buf .. chunk
-      if #buf == 4 then break end
-    end
+    if chunk ~= nil and #chunk > 0 then buf = buf .. chunk end
   end
   local bell = doorbell:read(1)
   if bell == nil then return nil end
@@ -83,19 +89,26 @@ local function read_reply()
   return buf
 end
 
+-- The next reply if it has fully arrived, else nil (never blocks: its doorbell byte was written
+-- before the reply, so it is in the pipe).
+local function poll_reply()
+  local chunk = sock:read(4 - #partial)
+  if chunk ~= nil and #chunk > 0 then partial = partial .. chunk end
+  if #partial < 4 then return nil end
+  local reply = partial
+  partial = ""
+  if doorbell:read(1) == nil then return nil end
+  return reply
+end
+
 local function neutral_inputs()
   fire, zap, spin = 0, 0, 0
   fire_field:set_value(0); zap_field:set_value(0); start_field:set_value(0)
 end
 
--- One request/reply with the worker; returns false when the worker is gone.
-local function exchange(kind)
-  local header = string.pack("<c1c1BBI4", "T", kind, pending_flags, 0, video_frame)
-  pending_flags = 0
-  local ok = pcall(function() sock:write(header .. mem:read_range(0x0000, 0x03FF, 8)) end)
-  if not ok then quit("write to worker failed"); return false end
-  local reply = read_reply()
-  if reply == nil then quit("the worker went away"); return false end
+-- Carries out one reply; use_inputs is false for replies to not-awaited messages (MAME drives
+-- the game itself there) and once a save or load has just happened.  Returns false on exit.
+local function carry_out(reply, use_inputs)
   local cmd, buttons, spinner = string.unpack("<BBb", reply)
   if cmd == 3 then quit("worker asked to exit"); return false end
   if cmd == 1 or cmd == 2 then
@@ -108,10 +121,46 @@ local function exchange(kind)
     nav_frames = 0
     return true
   end
-  fire = buttons & 1
-  zap = (buttons >> 1) & 1
-  spin = spinner
+  if use_inputs then
+    fire = buttons & 1
+    zap = (buttons >> 1) & 1
+    spin = spinner
+  end
   return true
+end
+
+-- Reads the replies to not-awaited messages that have arrived (all of them, blocking, when
+-- wait is true).  Returns false when the worker is gone or asked to exit.
+local function catch_up(wait)
+  while unanswered > 0 do
+    local reply
+    if wait then
+      reply = read_reply()
+      if reply == nil then quit("the worker went away"); return false end
+    else
+      reply = poll_reply()
+      if reply == nil then return true end
+    end
+    unanswered = unanswered - 1
+    if not carry_out(reply, false) then return false end
+  end
+  return true
+end
+
+-- Sends one message; when awaited, also reads every reply up to and including its own.
+-- Returns false when the worker is gone or asked to exit.
+local function exchange(kind, awaited)
+  local flags = pending_flags | (awaited and 0 or 4)
+  local header = string.pack("<c1c1BBI4", "T", kind, flags, 0, video_frame)
+  pending_flags = 0
+  local ok = pcall(function() sock:write(header .. mem:read_range(0x0000, 0x03FF, 8)) end)
+  if not ok then quit("write to worker failed"); return false end
+  if not awaited then unanswered = unanswered + 1; return true end
+  if not catch_up(true) then return false end
+  local commanded = pending_flags ~= 0  -- a save or load from an earlier reply just happened
+  local reply = read_reply()
+  if reply == nil then quit("the worker went away"); return false end
+  return carry_out(reply, not commanded)
 end
 
 -- Outside play the game needs a start press (attract) or fire (level select, high scores).
@@ -127,18 +176,23 @@ end
 local function on_frame()
   if exiting then return end
   if sock == nil then connect(); if sock == nil then return end
-    if not exchange("H") then return end
+    if not exchange("H", true) then return end
   end
   video_frame = video_frame + 1
   mem:write_u8(0x0006, 2)  -- free play: credits always available
+  if unanswered > 0 then
+    if not catch_up(false) then return end
+    if pending_flags ~= 0 then return end  -- a late save or load just happened
+  end
+  local gamestate = mem:read_u8(0x0000)
+  local in_play = gamestate == GS_PLAY or gamestate == GS_ZOOM
   local tick = mem:read_u8(0x0003)
   if tick ~= prev_tick then
     prev_tick = tick
-    if not exchange("S") then return end
+    if not exchange("S", in_play) then return end
     if pending_flags ~= 0 then return end  -- a save or load was just scheduled
   end
-  local gamestate = mem:read_u8(0x0000)
-  if gamestate == GS_PLAY or gamestate == GS_ZOOM then
+  if in_play then
     start_field:set_value(0)
     fire_field:set_value(fire)
     zap_field:set_value(zap)

@@ -1,0 +1,65 @@
+"""Game tier: the Lua bridge's protocol on the real game, seen from BridgeServer.
+
+MAME waits for replies only in play and zoom; outside them it sends messages "not awaited" and
+reads their replies later, so a command sent then takes effect late and is confirmed by flags.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.emulator.bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeServer
+from services.emulator.mame_process import MameProcess
+from tempest_common.game_state import is_start_of_play
+
+pytestmark = pytest.mark.game
+
+PLAY, ZOOM = 0x04, 0x20
+HOLD_FIRE_SPIN = (True, False, 9)   # fire while spinning: the game goes on until the player dies
+
+
+def test_only_play_ticks_are_awaited_and_a_late_load_is_confirmed(rompath):
+    server = BridgeServer()
+    mame = MameProcess(rompath, server.port, reply_fifo=server.reply_fifo)
+    mame.start()
+    try:
+        hello = server.accept(60)
+        assert hello.kind == "H" and hello.awaited
+        server.reply()
+        seen = {True: 0, False: 0}
+        msg = server.receive(30)
+        for _ in range(20_000):
+            in_play = int(msg.ram[0]) in (PLAY, ZOOM)
+            assert msg.awaited == in_play, f"gamestate {msg.ram[0]:#x}: awaited={msg.awaited}"
+            seen[in_play] += 1
+            if in_play and is_start_of_play(msg.ram):
+                break
+            server.reply(CMD_ACT)
+            msg = server.receive(30)
+        assert seen[False] > 0, "attract mode should send not-awaited messages"
+
+        saved = server.command(CMD_SAVE, 30)
+        assert saved.saved and saved.awaited
+        start_ram = saved.ram.copy()
+
+        # Play until the first tick outside play/zoom (the player died), then load from there:
+        # MAME reads that reply late, and command() waits for the message that confirms it.
+        server.reply(CMD_ACT, *HOLD_FIRE_SPIN)
+        for _ in range(200_000):
+            msg = server.receive(30)
+            assert msg.awaited == (int(msg.ram[0]) in (PLAY, ZOOM))
+            if not msg.awaited:
+                break
+            server.reply(CMD_ACT, *HOLD_FIRE_SPIN)
+        else:
+            pytest.fail("the game never left play")
+        loaded = server.command(CMD_LOAD, 30)
+        assert loaded.loaded and loaded.awaited
+        assert int(loaded.ram[0]) == PLAY
+        # The whole of RAM is back at the saved start of play.
+        assert np.array_equal(loaded.ram, start_ram)
+        server.reply(CMD_EXIT)
+        assert mame.wait(10), "MAME did not exit when asked"
+    finally:
+        server.close()
+        mame.stop(grace_s=1.0)
