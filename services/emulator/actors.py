@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from tempest_common.actions import NUM_ACTIONS, gate_zap
+from tempest_common.actions import NUM_ACTIONS, gate_zap_one
 from tempest_common.game_state import GameState
 from tempest_common.messages import ACTOR_EVALUATION, ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM
 
@@ -68,16 +68,16 @@ class ActorChooser:
         """(actor, action).  `state_fn()` decodes the GameState and `network_fn()` runs the network,
         each only when that actor plays."""
         u_actor, u_eps, random_action = self._draw()
-        random_action = int(gate_zap(random_action, zaps_used, ticks_since_zap))
+        random_action = gate_zap_one(random_action, zaps_used, ticks_since_zap)
         if evaluation and self.network.ready:
             action = random_action if u_eps < self.evaluation_epsilon else network_fn()
-            return ACTOR_EVALUATION, int(gate_zap(action, zaps_used, ticks_since_zap))
+            return ACTOR_EVALUATION, gate_zap_one(int(action), zaps_used, ticks_since_zap)
         if u_actor < self.expert_ratio and self.expert is not None and time.monotonic() >= self._expert_retry_at:
             action = self._ask_expert(state_fn())
             if action is not None:
                 return ACTOR_EXPERT, action
         if self.network.ready and u_eps >= self.epsilon:
-            return ACTOR_NETWORK, int(gate_zap(network_fn(), zaps_used, ticks_since_zap))
+            return ACTOR_NETWORK, gate_zap_one(int(network_fn()), zaps_used, ticks_since_zap)
         return ACTOR_RANDOM, random_action
 
     def _ask_expert(self, state: GameState) -> int | None:

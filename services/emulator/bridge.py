@@ -71,6 +71,7 @@ class BridgeServer:
         os.mkfifo(self.reply_fifo, 0o600)
         self._reply_fd: int | None = None
         self._conn: socket.socket | None = None
+        self._timeout: float | None = None
         self._buf = bytearray(MESSAGE_BYTES)
         self._view = memoryview(self._buf)
 
@@ -84,6 +85,7 @@ class BridgeServer:
             raise BridgeClosed(f"MAME did not connect within {timeout:.0f} s") from exc
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._conn = conn
+        self._timeout = None
         self._open_reply_pipe(timeout)
         return self.receive(timeout)
 
@@ -103,7 +105,9 @@ class BridgeServer:
     def receive(self, timeout: float) -> TickMessage:
         if self._conn is None:
             raise BridgeClosed("no MAME connection")
-        self._conn.settimeout(timeout)
+        if timeout != self._timeout:  # settimeout costs syscalls: only when it changes
+            self._conn.settimeout(timeout)
+            self._timeout = timeout
         got = 0
         try:
             while got < MESSAGE_BYTES:

@@ -16,7 +16,7 @@ import uuid
 
 import numpy as np
 
-from tempest_common.actions import NOOP, action_has_zap, decode_action
+from tempest_common.actions import ACTIONS, NOOP
 from tempest_common.game_state import decode_ram, is_start_of_play, summarize_tick
 from tempest_common.messages import ACTOR_NAMES, ACTOR_RANDOM, EpisodeSummary, Heartbeat, TransitionBatch
 from tempest_common.state_vector import encode_state
@@ -167,9 +167,9 @@ class EmulatorWorker:
                 prev = self._prev_state
                 actor, action = self.actors.choose(lambda: decode_ram(ram), lambda: self.network.act(ram, prev),
                                                    int(ram[0x3AA]), self._ticks_since_zap, self._evaluation_game)
-                a = decode_action(action)
+                a = ACTIONS[action]
                 self.server.reply(CMD_ACT, a.fire, a.zap, a.spinner)
-                if action_has_zap(action):
+                if a.zap:
                     self._ticks_since_zap = 0
             else:
                 self.server.reply(CMD_ACT)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tempest_common.actions import (NOOP, NUM_ACTIONS, SPINNER_SPEEDS, ZAP_COOLDOWN_TICKS, decode_action,
-                                    encode_action, gate_zap, spinner_index)
+from tempest_common.actions import (ACTIONS, NOOP, NUM_ACTIONS, SPINNER_SPEEDS, ZAP_COOLDOWN_TICKS, decode_action,
+                                    encode_action, gate_zap, gate_zap_one, spinner_index)
 
 
 def test_joint_space_round_trip():
@@ -33,3 +33,12 @@ def test_superzapper_gate(zaps_used, since, keeps_zap):
     assert int(gate_zap(encode_action(True, False, 3), 2, 0)) == encode_action(True, False, 3)
     assert np.array_equal(gate_zap(np.array([zap_fire_right] * 3), zaps_used, since),
                           np.full(3, int(gate_zap(zap_fire_right, zaps_used, since))))
+
+
+def test_gate_zap_one_matches_the_vectorised_gate_on_every_case():
+    idx, used, since = np.meshgrid(np.arange(NUM_ACTIONS), np.arange(4), np.arange(0, 130, 7), indexing="ij")
+    expected = gate_zap(idx.ravel(), used.ravel(), since.ravel())
+    got = [gate_zap_one(int(i), int(u), int(s)) for i, u, s in zip(idx.ravel(), used.ravel(), since.ravel())]
+    assert np.array_equal(np.array(got), expected)
+    assert any(g != i for g, i in zip(got, idx.ravel()))  # the gate does drop zaps somewhere
+    assert ACTIONS == tuple(decode_action(i) for i in range(NUM_ACTIONS))
