@@ -1,6 +1,6 @@
 -- Benchmark baseline: keeps Tempest in play with no socket and no worker (bench/emulator.py).
 -- Free play, start in attract mode, fire in level select / high-score entry, steady fire in
--- play.  Prints "tempest-raw <video frame> <game ticks in play>" every 500 video frames once
+-- play.  Prints "tempest-raw <video frame> <game ticks in play>" every 50 video frames once
 -- play has started, so the benchmark can time only frames in play.
 local machine = manager.machine
 local mem = machine.devices[":maincpu"].spaces["program"]
@@ -26,7 +26,7 @@ emu.register_frame_done(function()
     start_field:set_value((attract and nav % 50 < 5) and 1 or 0)
     fire_field:set_value(((gs == 0x16 or gs == 0x12) and nav % 20 < 3) and 1 or 0)
   end
-  if playing and frames % 500 == 0 then
+  if playing and frames % 50 == 0 then
     print(string.format("tempest-raw %d %d", frames, ticks))
     io.stdout:flush()
   end
