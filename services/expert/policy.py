@@ -24,8 +24,18 @@ PLAYER's lane, signed, wrapping (+-8) on closed tubes and not on open ones.  The
    not cross a blocked lane; on a closed tube it takes the short way round unless only the
    long way is clear.  Speed grows with the path length: 1 -> 3, 2-3 -> 6, 4-5 -> 9,
    6+ -> 12; 0 (or nothing reachable) -> stay.
-4. Fire whenever a shot slot is free: shots_in_flight < 8 and fewer than 8 player shot depths
-   are non-zero.  No fire when none is free.
+4. Fire (play) only when a shot slot is free -- shots_in_flight < 8 and fewer than 8 player shot
+   depths are non-zero -- and the shot is worth it, so that slots stay free for the enemy that
+   flips into the player's lane at the rim (a shot fired as it lands kills it; with all 8 shots
+   flying down empty lanes it kills the player).  An enemy is ON the player's lane when its lane
+   is the player's, or it is flipping down into it: a flipping enemy's lane byte is the higher
+   lane of the pair it flips between, so with the lane-increasing bit clear it flips from its
+   lane into lane - 1 (mod 16).  Fire if
+     - urgent: an enemy on the player's lane at depth <= URGENT_DEPTH (0x20), or an enemy shot in
+       the player's lane with depth high byte <= URGENT_SHOT_DEPTH (0x30): any free slot;
+     - a target: an enemy on the player's lane at any depth, and shots_in_flight < TARGET_FIRE_SHOTS;
+     - else (an empty lane) only while shots_in_flight < FREE_FIRE_SHOTS.
+   Zoom: fire whenever a shot slot is free.
 5. Superzapper (play only): zaps_used == 0 and >= 3 enemies at depth <= 0x20, or zaps_used == 1
    and >= 1 enemy at depth <= 0x10 (or trapped, rule 2); never with zaps_used >= 2, while the
    zapper runs, or before ZAP_COOLDOWN_TICKS since the last zap when ticks_since_zap is given.
@@ -58,6 +68,10 @@ DODGE_SPEED = 9
 ZAP_NEAR_DEPTH = 0x20     # first zap: >= ZAP_FIRST_COUNT enemies this close
 ZAP_FIRST_COUNT = 3
 MAX_SHOTS = 8
+URGENT_DEPTH = 0x20       # an enemy this close on the player's lane: fire with any free slot
+URGENT_SHOT_DEPTH = 0x30  # an enemy shot this close (depth high byte) in the player's lane: likewise
+TARGET_FIRE_SHOTS = 6     # an enemy on the player's lane: fire while fewer shots than this fly
+FREE_FIRE_SHOTS = 4       # nothing on the player's lane: fire while fewer shots than this fly
 
 # hunting rank per enemy type (lower = hunted first); types 5-7 (unknown) last
 _RANK = np.array([1, 4, 2, 3, 0, 5, 5, 5], np.int64) * 64
@@ -98,10 +112,16 @@ _rim = _present & (_edepth <= RIM_DEPTH)
 # the rim).  shape: 0 none, 1 a lethal pulsar beyond DANGER_DEPTH (deadly in its own lane only, no
 # threat radius), 2 threatens +-1 lane, 3 +-FUSEBALL_RADIUS lanes, 4 / 5 as 2 and flipping toward
 # the lane below / above (which it also threatens +-1).  Shapes 4/5 are set from the flip bits.
-_E_KIND4 = ((_lp | _rim) * 8 + np.select([_fuse, _near1, _lp], [3, 2, 1], 0)) * 4
-_k, _between, _inc = np.arange(64) >> 2, (np.arange(64) >> 1) & 1, np.arange(64) & 1
-_FLIP_KIND = np.where(((_k & 7) == 2) & (_between == 1), _k + 2 + _inc, _k)   # [kind4 | between << 1 | inc]
-_SHOT_KIND = np.where((np.arange(1 << 16) - 1) % (1 << 16) < ((DANGER_DEPTH + 1) << 8) - 1, 2, 0)  # by depth
+# The full kind adds, for the fire rule (4): bits 4-5 fire class (0 none, 1 present, 2 present at
+# depth <= URGENT_DEPTH: urgent) and bit 6 "flipping down" (between lanes, lane-increasing bit
+# clear: it flips into its lane - 1, which it is then also on).
+_E_KIND4 = ((_lp | _rim) * 8 + np.select([_fuse, _near1, _lp], [3, 2, 1], 0)
+            + np.where(_present, np.where(_edepth <= URGENT_DEPTH, 32, 16), 0)) * 4
+_k, _between, _inc = np.arange(256) >> 2, (np.arange(256) >> 1) & 1, np.arange(256) & 1
+_FLIP_KIND = (np.where(((_k & 7) == 2) & (_between == 1), _k + 2 + _inc, _k)   # [kind4 | between << 1 | inc]
+              + (_between & (1 - _inc)) * 64)
+_sd = (np.arange(1 << 16) - 1) % (1 << 16)                                 # shot depth - 1 (none: 65535)
+_SHOT_KIND = np.where(_sd < ((DANGER_DEPTH + 1) << 8) - 1, 2, 0) + np.where(_sd < ((URGENT_SHOT_DEPTH + 1) << 8) - 1, 32, 0)
 # hunting key, ordered as the rules: (rank + |path|) * 256 + slot * 32 + path + 16 -- so a single
 # min over the slots picks the best target (first slot on ties) and its low 5 bits are its path.
 _E_RANK = np.where(_present, _RANK[_etype & 7] * 256, 1 << 21)            # absent: never a target
@@ -110,12 +130,13 @@ _NO_TARGET = _NONE + 16                                                    # low
 # superzapper counts, summed over the slots: enemies within ZAP_NEAR_DEPTH + 8 * enemies at the rim
 _E_ZAPC = (_present & (_edepth <= ZAP_NEAR_DEPTH)) + _rim * 8
 
-# ---- per threat: index t = ((open * 16 + player lane) * 16 + threat lane) * 16 + kind ----------
+# ---- per threat: index t = ((open * 16 + player lane) * 16 + threat lane) * 128 + full kind -----
 # _T_MASK, OR-ed over all threats (and _ROW_BITS, the walls): bits 0-30 the lanes blocked
 # (threatened +-radius, or deadly) in a window around the player -- bit 15 + r = the lane r steps
-# away, r = -15..15; on a closed tube a lane is both r and r - 16 steps away -- and bits 32-36
-# flags about the player's lane.  _T_COST: +1 / -1 per threat two lanes up / down.
-_F_LEFT, _F_RIGHT, _F_OWN, _F_HARD_M, _F_HARD_P = (1 << b for b in range(32, 37))
+# away, r = -15..15; on a closed tube a lane is both r and r - 16 steps away -- and bits 32-38
+# flags about the player's lane (37, 38: an enemy / an urgent one on it, for the fire rule).
+# _T_COST: +1 / -1 per threat two lanes up / down.
+_F_LEFT, _F_RIGHT, _F_OWN, _F_HARD_M, _F_HARD_P, _F_TARGET, _F_URGENT = (1 << b for b in range(32, 39))
 _WBIT = np.zeros((2, NUM_LANES, NUM_LANES), np.int64)        # [open, player lane, lane] -> window bits
 for _op, _pl, _j in np.ndindex(_WBIT.shape):
     _r = (_j - _pl) & 15 if not _op else _j - _pl
@@ -140,19 +161,30 @@ for _op, _pl, _lane, _kind in np.ndindex(_T_LANES.shape):
         _lanes |= 1 << _lane
         _flags |= (_F_HARD_M if _lane == _neighbour(_op, _pl, -1) else 0) | (_F_HARD_P if _lane == _neighbour(_op, _pl, 1) else 0)
     _T_LANES[_op, _pl, _lane, _kind], _T_FLAGS[_op, _pl, _lane, _kind] = _lanes, _flags
-_T_MASK = (_T_FLAGS + (((_T_LANES[..., None] >> _L) & 1) * _WBIT[:, :, None, None, :]).sum(axis=-1)).ravel()
-_T_COST = _T_COST.ravel()
+_T_MASK = _T_FLAGS + (((_T_LANES[..., None] >> _L) & 1) * _WBIT[:, :, None, None, :]).sum(axis=-1)
+# the fire flags, over the full kinds (the base kind is kind & 15)
+_op, _pl, _lane, _kind = np.indices((2, NUM_LANES, NUM_LANES, 128))
+_on = (_lane == _pl) | ((_kind >> 6 == 1) & ((_lane - 1) & 15 == _pl))      # enemy on the player's lane
+_fc = (_kind >> 4) & 3
+_T_MASK = (_T_MASK[_op, _pl, _lane, _kind & 15] + np.where(_on & (_fc >= 1), _F_TARGET, 0)
+           + np.where(_on & (_fc == 2), _F_URGENT, 0)).ravel()
+_T_COST = _T_COST[_op, _pl, _lane, _kind & 15].ravel()
 _ROW_BITS = np.array([sum(1 << (15 + r) for r in range(-15, 16) if op and not 0 <= pl + r < NUM_LANES)
                       | (_F_HARD_M if _neighbour(op, pl, -1) == _WALL else 0)
                       | (_F_HARD_P if _neighbour(op, pl, 1) == _WALL else 0) for op in (0, 1) for pl in _L])
 
 # ---- dodging: index dk = left | right << 1 | own << 2 | hard below << 3 | hard above << 4
-#      | (cost above <= cost below) << 5;  _SPIN_PLAY[dk, hunt path + 16] is the spinner -----------
-_left, _right, _own, _hard_m, _hard_p, _cheap_p = (((np.arange(64) >> b) & 1) == 1 for b in range(6))
+#      | target << 5 | urgent << 6 | (cost above <= cost below) << 7;  _SPIN_PLAY[dk, hunt path + 16]
+#      is the spinner (target / urgent are for _FIRE) ---------------------------------------------
+_left, _right, _own, _hard_m, _hard_p, _target, _urgent, _cheap_p = (((np.arange(256) >> b) & 1) == 1 for b in range(8))
 _ok_m, _ok_p = ~_left & ~_hard_m, ~_right & ~_hard_p
 _dodge = np.where(_ok_p & (~_ok_m | _cheap_p), 1, np.where(_ok_m, -1, 0))
 _SPIN_PLAY = np.where((_left | _right | _own)[:, None], _SPIN_DODGE[_dodge + 1][:, None], _SPIN_BY_D[None, :32])
 _TRAPPED = (_own & (_dodge == 0)) << 14                                    # zap index bit
+# fire (play): _FIRE[dk << 8 | shots_in_flight], and a shot depth slot must be free as well
+_n = np.arange(256)
+_FIRE = ((_n[None, :] < MAX_SHOTS) & (_urgent[:, None] | _target[:, None] & (_n[None, :] < TARGET_FIRE_SHOTS)
+                                       | (_n[None, :] < FREE_FIRE_SHOTS))).ravel()
 
 # ---- hunting: how far the player can move before a blocked lane (or wall) in the window -------
 
@@ -194,7 +226,7 @@ _ZAP = (((_z == 0) & ((_s & 7) >= ZAP_FIRST_COUNT)) | ((_z == 1) & (_s >= 8)) | 
 _ZOOM_SPIKE = np.where(np.arange(256) == 0, 0, (1 << 17) + ((256 - np.arange(256)) << 9))
 _ZOOM_TIE = (np.abs(_DIST) * 16 + _L).reshape(32, 16)
 _ZOOM_SPIN = _SPIN_BY_D[_DIST + 16].reshape(32, 16)
-del _T_LANES, _T_FLAGS, _j, _r, _lethal, _etype, _edepth, _present, _lp, _near1, _fuse, _rim, _op, _pl, _rp, _rm, _ob, _el, _d, _alt, _path, _t, _z, _s
+del _T_LANES, _T_FLAGS, _on, _fc, _kind, _lane, _sd, _n, _j, _r, _lethal, _etype, _edepth, _present, _lp, _near1, _fuse, _rim, _op, _pl, _rp, _rm, _ob, _el, _d, _alt, _path, _t, _z, _s
 
 
 def expert_actions(states: GameState, ticks_since_zap: np.ndarray | None = None) -> np.ndarray:
@@ -208,16 +240,17 @@ def expert_actions(states: GameState, ticks_since_zap: np.ndarray | None = None)
 
     if not play.any():
         spin, zap = np.full(B, _SPIN_BY_D[16]), np.zeros(B, bool)
+        fire = states.shots_in_flight < MAX_SHOTS
     else:
         # -- enemies classified by one lookup; threats (enemy slots, then enemy shots) as indices
         e = (states.enemy_type.astype(np.intp) << 8 | states.enemy_depth) + _LETHAL_OFF[states.pulsing][:, None]
         kind = _FLIP_KIND[_E_KIND4[e] + states.enemy_between_lanes * 2 + states.enemy_lane_increasing]
-        lanes = np.concatenate([states.enemy_lane, states.enemy_shot_lane], axis=1) & 15
+        lanes = np.concatenate([states.enemy_lane, states.enemy_shot_lane], axis=1, dtype=np.intp) & 15
         elane = lanes[:, :NUM_ENEMY_SLOTS]
-        t = (lanes << 4 | np.concatenate([kind, _SHOT_KIND[states.enemy_shot_depth]], axis=1)) + (row * 256)[:, None]
+        t = (lanes << 7 | np.concatenate([kind, _SHOT_KIND[states.enemy_shot_depth]], axis=1)) + (row * 2048)[:, None]
         w = np.bitwise_or.reduce(_T_MASK[t], axis=1) | _ROW_BITS[row]   # blocked window | flags
         cheap_p = np.add.reduce(_T_COST[t], axis=1) <= 0                 # (bool * 32: bool << 5 is slower)
-        dk = (w >> 32) + cheap_p * 32                                    # the dodging index
+        dk = (w >> 32) + cheap_p * 128                                   # the dodging / fire index
 
         # -- hunt: free steps each way from the blocked-lane window (_PATH_KEY's index, less the
         # enemy lane), then one key per slot
@@ -225,6 +258,7 @@ def expert_actions(states: GameState, ticks_since_zap: np.ndarray | None = None)
         key = _PATH_KEY[reach[:, None] + elane] + _E_RANK[e] + _SLOT
         hunt = np.minimum(np.minimum.reduce(key, axis=1), _NO_TARGET) & 31   # path + 16
         spin = _SPIN_PLAY[dk, hunt]
+        fire = _FIRE[dk << 8 | states.shots_in_flight]
 
         # -- superzapper
         zi = _TRAPPED[dk] | (states.zaps_used.astype(np.intp) << 6) | np.add.reduce(_E_ZAPC[e], axis=1)
@@ -235,9 +269,10 @@ def expert_actions(states: GameState, ticks_since_zap: np.ndarray | None = None)
     if zoom.any():
         zkey = _ZOOM_SPIKE[states.spike_heights] + _ZOOM_TIE[row]
         spin = np.where(zoom, _ZOOM_SPIN[row, np.minimum.reduce(zkey, axis=1) & 15], spin)
+        fire = np.where(zoom, states.shots_in_flight < MAX_SHOTS, fire)
 
-    # a shot slot is free unless 8 are in flight or all 8 shot depths are non-zero
-    fire = (states.shots_in_flight < MAX_SHOTS) & (np.minimum.reduce(states.player_shot_depth, axis=1) == 0)
+    # a shot slot is free unless 8 are in flight (in fire) or all 8 shot depths are non-zero
+    fire &= np.minimum.reduce(states.player_shot_depth, axis=1) == 0
     action = (fire + 2 * zap) * NUM_SPINNER + spin
     return np.where((play | zoom) & states.player_alive, action, NOOP).astype(np.int16)
 

@@ -159,6 +159,46 @@ def _one_at_rim(zaps_used):
     return ram
 
 
+def shots_flying(ram, n):
+    """n player shots in flight (depths 0x30, 0x40, ...); the other slots free."""
+    ram[0x2D3:0x2DB] = 0
+    ram[0x2D3:0x2D3 + n] = np.arange(0x30, 0x30 + 0x10 * n, 0x10)
+    ram[0x135] = n
+    return ram
+
+
+def _rim_flipper_flipping_down_into_lane(shots):
+    # lane byte 13 = the higher lane of the pair, lane-increasing clear: it flips from 13 into 12
+    return shots_flying(enemy(base_ram(), 0, FLIPPER, 13, 0x10, flipping=True, increasing=False), shots)
+
+
+def _rim_flipper_flipping_up_into_lane(shots):
+    # lane byte 12, lane-increasing set: it flips from 11 into 12
+    return shots_flying(enemy(base_ram(), 0, FLIPPER, 12, 0x10, flipping=True, increasing=True), shots)
+
+
+def _rim_flipper_flipping_up_out_of_lane(shots):
+    # lane byte 13, lane-increasing set: it flips from 12 into 13, away from the player's lane
+    return shots_flying(enemy(base_ram(), 0, FLIPPER, 13, 0x10, flipping=True, increasing=True), shots)
+
+
+def _deep_tanker_own_lane(shots):
+    return shots_flying(enemy(base_ram(), 0, TANKER, 12, 0xA0), shots)
+
+
+def _deep_tanker_other_lane(shots):
+    return shots_flying(enemy(base_ram(), 0, TANKER, 14, 0xA0), shots)
+
+
+def _close_shot_own_lane(shots):
+    return shots_flying(enemy_shot(base_ram(), 0, 12, 0x28), shots)
+
+
+def _zoom_with_shots(shots):
+    ram = _zoom_own_lane_free()
+    return shots_flying(ram, shots)
+
+
 def _gamestate(value):
     ram = enemy(base_ram(), 0, TANKER, 14, 0xA0)
     ram[0x00] = value
@@ -194,6 +234,19 @@ CASES = {
     "3 enemies near the rim, both zaps used: no zap": (_rim_crowd(2), None, None, False, None),
     "1 enemy at the rim, one zap used: zap": (_one_at_rim(1), None, None, True, None),
     "1 enemy at the rim, no zap used: no zap": (_one_at_rim(0), None, None, False, None),
+    "rim flipper flipping down into the own lane, 7 shots flying: fire": (
+        _rim_flipper_flipping_down_into_lane(7), None, True, None, None),
+    "rim flipper flipping up into the own lane, 7 shots flying: fire": (
+        _rim_flipper_flipping_up_into_lane(7), None, True, None, None),
+    "rim flipper flipping up out of the own lane, 7 shots flying: hold fire": (
+        _rim_flipper_flipping_up_out_of_lane(7), None, False, None, None),
+    "close enemy shot in the own lane, 7 shots flying: fire": (_close_shot_own_lane(7), None, True, None, None),
+    "deep enemy in the own lane, 5 shots flying: fire": (_deep_tanker_own_lane(5), 0, True, None, None),
+    "deep enemy in the own lane, 6 shots flying: hold fire (keep a reserve)": (
+        _deep_tanker_own_lane(6), 0, False, None, None),
+    "own lane empty, 3 shots flying: fire": (_deep_tanker_other_lane(3), +1, True, None, None),
+    "own lane empty, 4 shots flying: hold fire (keep a reserve)": (_deep_tanker_other_lane(4), +1, False, None, None),
+    "zoom, 7 shots flying: fire": (_zoom_with_shots(7), 0, True, False, None),
     "level select: NOOP": (_gamestate(0x16), None, None, None, NOOP),
     "high-score entry: NOOP": (_gamestate(0x12), None, None, None, NOOP),
 }

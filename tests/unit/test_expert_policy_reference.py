@@ -1,7 +1,9 @@
 """The optimised expert policy gives exactly the actions of the original implementation.
 
-`reference_actions` below is a verbatim copy of services/expert/policy.py's `expert_actions` as it
-was before the table-driven rewrite (kept here only, as the oracle).  Both are run on every
+`reference_actions` below is a copy of services/expert/policy.py's `expert_actions` as it was
+before the table-driven rewrite (kept here only, as the oracle), with the rule changes made since
+applied to it the same way (rule 4, fire discipline: fire at the rim flipper that lands in the
+player's lane instead of filling every shot slot with shots down empty lanes).  Both are run on every
 recorded tick in tests/data/ram_ticks.npz and on 2000 random-RAM states biased toward play and
 zoom (random bytes alone are almost never in play), with and without ticks_since_zap, batched
 and one state at a time.
@@ -17,7 +19,7 @@ from tempest_common.messages import ExpertRequest
 from tempest_common.wire import decode, encode
 from tests.unit.recorded import FIRST_LIVES, GAME_OVER, ZOOM
 
-# ---- reference implementation (verbatim copy of the pre-optimisation policy) -------------------
+# ---- reference implementation (the pre-optimisation policy, plus later rule changes) -----------
 SPIN_SIGN = -1            # lane direction of a positive spinner value (see the module docstring)
 DANGER_DEPTH = 0x60       # flippers / lethal pulsars / enemy shots this close threaten +-1 lane
 FUSEBALL_DEPTH = 0x30     # fuseballs this close threaten +-FUSEBALL_RADIUS lanes
@@ -26,6 +28,10 @@ DODGE_SPEED = 9
 ZAP_NEAR_DEPTH = 0x20     # first zap: >= ZAP_FIRST_COUNT enemies this close
 ZAP_FIRST_COUNT = 3
 MAX_SHOTS = 8
+URGENT_DEPTH = 0x20       # an enemy this close on the player's lane: fire with any free slot
+URGENT_SHOT_DEPTH = 0x30  # an enemy shot this close (depth high byte) in the player's lane: likewise
+TARGET_FIRE_SHOTS = 6     # an enemy on the player's lane: fire while fewer shots than this fly
+FREE_FIRE_SHOTS = 4       # nothing on the player's lane: fire while fewer shots than this fly
 
 # hunting rank per enemy type (lower = hunted first); types 5-7 (unknown) last
 _RANK = np.array([1, 4, 2, 3, 0, 5, 5, 5], np.int64) * 64
@@ -67,6 +73,8 @@ def reference_actions(states: GameState, ticks_since_zap: np.ndarray | None = No
     dist_pl = _DIST[op, pl]                                      # [B, 16] player -> every lane
     spin = np.full(B, _SPIN_BY_D[16])
     zap = np.zeros(B, bool)
+    n_shots = states.shots_in_flight
+    worth_a_shot = np.ones(B, bool)                              # fire discipline (play only)
 
     if play.any():
         # -- threats: enemies, the lane a flipping one flips toward, enemy shots (T = 18) ----
@@ -129,6 +137,19 @@ def reference_actions(states: GameState, ticks_since_zap: np.ndarray | None = No
         if ticks_since_zap is not None:
             zap &= np.broadcast_to(np.asarray(ticks_since_zap), (B,)) >= ZAP_COOLDOWN_TICKS
 
+        # -- fire discipline: is a shot worth a slot? ---------------------------------------
+        # A flipping enemy's lane byte is the higher lane of its pair: lane-increasing clear means
+        # it flips from its lane into lane - 1.  It is "on" the player's lane in either.
+        flips_into = (elane - (states.enemy_between_lanes & ~states.enemy_lane_increasing)) & 15
+        on_lane = present & ((elane == pl[:, None]) | (flips_into == pl[:, None]))
+        shot_d = states.enemy_shot_depth
+        urgent = ((on_lane & (edepth <= URGENT_DEPTH)).any(axis=1)
+                  | (((states.enemy_shot_lane & 15) == pl[:, None]) & (shot_d != 0)
+                     & (shot_d < (URGENT_SHOT_DEPTH + 1) << 8)).any(axis=1))
+        target = on_lane.any(axis=1)
+        worth_a_shot = np.where(play, urgent | (target & (n_shots < TARGET_FIRE_SHOTS)) | (n_shots < FREE_FIRE_SHOTS),
+                                True)
+
     if zoom.any():
         spikes = states.spike_heights.astype(np.int64)
         free = spikes == 0
@@ -136,8 +157,9 @@ def reference_actions(states: GameState, ticks_since_zap: np.ndarray | None = No
         zoom_d = dist_pl[rows, zkey.argmin(axis=1)]
         spin = np.where(zoom, _SPIN_BY_D[zoom_d + 16], spin)
 
-    shot_free = (states.shots_in_flight < MAX_SHOTS) & ((states.player_shot_depth != 0).sum(axis=1) < MAX_SHOTS)
-    action = (shot_free + 2 * zap) * NUM_SPINNER + spin
+    shot_free = (n_shots < MAX_SHOTS) & ((states.player_shot_depth != 0).sum(axis=1) < MAX_SHOTS)
+    action = (shot_free & worth_a_shot) + 2 * zap
+    action = action * NUM_SPINNER + spin
     return np.where((play | zoom) & states.player_alive, action, NOOP).astype(np.int16)
 
 
