@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from tempest_common.actions import NUM_ACTIONS, decode_action
-from tempest_common.game_state import decode_ram
+from tempest_common.game_state import decode_ram, is_start_of_play
 from tempest_common.state_vector import LOWER, STATE_SIZE, UPPER, encode_state
 
 from .bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeClosed, BridgeServer
@@ -111,12 +111,11 @@ class TempestEnv(gym.Env):
         self._server.accept(60.0)
 
     def _advance_to_play(self):
-        """Reply neutrally until the first play tick with the player alive (the bridge navigates)."""
+        """Reply neutrally until the start of play (`is_start_of_play`; the bridge navigates)."""
         self._server.reply(CMD_ACT)
         for _ in range(100_000):
             msg = self._server.receive(self.tick_timeout_s)
-            s = decode_ram(msg.ram)
-            if int(s.gamestate) == 0x04 and bool(s.player_alive) and not bool(s.attract):
+            if is_start_of_play(msg.ram):
                 return msg
             self._server.reply(CMD_ACT)
         raise RuntimeError("the game never reached play")
