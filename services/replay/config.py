@@ -25,6 +25,8 @@ class ReplayConfig:
                                         help="cap on samples served per transition inserted (0 = no cap)")
     redis_buffer_chunks: int = setting("REDIS_BUFFER_CHUNKS", 10_000, min=1, max=10_000_000,
                                        help="chunks buffered while Redis is unreachable; beyond that they are lost and counted")
+    priority_snapshot_s: float = setting("PRIORITY_SNAPSHOT_S", 60.0, min=0.0, max=86_400.0,
+                                         help="seconds between priority snapshots to Redis (0 = only at stop)")
     seed: int = setting("SEED", -1, min=-1, max=2**31 - 1, help="sampling RNG seed (-1: random)")
 
 

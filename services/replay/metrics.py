@@ -21,6 +21,10 @@ class ReplayMetrics:
         self.refused = Counter("tempest_replay_refused", "Sample requests refused, by reason", ["reason"], **r)
         self.stale_priorities = Counter("tempest_replay_stale_priorities",
                                         "Priority updates for rows overwritten since sampling (ignored)", **r)
+        self.priority_snapshots = Counter("tempest_replay_priority_snapshots",
+                                          "Priority snapshots written to Redis", **r)
+        self.priorities_restored = Gauge("tempest_replay_priorities_restored",
+                                         "Rows whose priority came back from Redis at the last start", **r)
         self.sample_seconds = Histogram("tempest_replay_sample_seconds", "Time to build one sample batch",
                                         buckets=(1e-4, 1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.25, 1.0), **r)
         for reason in (*REASONS, "nonfinite"):

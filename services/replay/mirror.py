@@ -168,6 +168,27 @@ class ReplayMirror:
             self.tree.set(slots[live], p ** self.alpha)
         return int(np.count_nonzero(~live))
 
+    def priority_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """(seq, leaf) of every row that can start a sample: its sequence number and its sum-tree
+        leaf, i.e. priority ** alpha (what survives a restart through Redis)."""
+        slots = np.flatnonzero((self.seq >= 0) & ~self.truncated)
+        return self.seq[slots], self.tree.get(slots).astype(np.float32)
+
+    def restore_priorities(self, seq: np.ndarray, leaf: np.ndarray, alpha: float, max_priority: float) -> int:
+        """Put back the leaves of a snapshot taken with exponent `alpha`, for rows still in their
+        slots (a row overwritten since keeps the maximum priority).  Returns the rows restored."""
+        seq = np.asarray(seq, np.int64)
+        slots = seq % self.capacity
+        live = (self.seq[slots] == seq) & ~self.truncated[slots] & np.isfinite(leaf) & (leaf >= 0)
+        if alpha != self.alpha:  # PER_ALPHA changed: back to priorities, then the new exponent
+            if alpha == 0:
+                return 0         # every leaf was 1: the snapshot holds no priorities
+            leaf = np.asarray(leaf, np.float64) ** (self.alpha / alpha)
+        self.tree.set(slots[live], np.asarray(leaf, np.float64)[live])
+        if np.isfinite(max_priority) and max_priority > 0:
+            self.max_priority = max(self.max_priority, float(max_priority))
+        return int(np.count_nonzero(live))
+
     # -- internals -------------------------------------------------------------------------
     def _draw_count(self, need: int, key) -> int:
         """Draws for `need` complete windows: the last acceptance rate seen for this (n,

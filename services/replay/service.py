@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import replace
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -49,8 +50,10 @@ class ReplayService:
         self.sampled_total = 0
         self._parked: list[tuple[float, list[bytes], SampleRequest]] = []
         self._reply_buffers: list[tuple[np.ndarray, zmq.MessageTracker]] = []  # the last replies sent
+        self.store.on_priorities_saved = self.metrics.priority_snapshots.inc
         self._stop = threading.Event()
         self._warned_dim = False
+        self._next_snapshot = time.monotonic() + cfg.priority_snapshot_s
 
     def stop(self) -> None:
         self._stop.set()
@@ -74,8 +77,33 @@ class ReplayService:
                 log.info("rebuild: %d / %d transitions (%.0f%%)", done, total_rows, 100 * done / max(1, total_rows))
                 last_report = time.monotonic()
         self.mirror.next_seq = max(self.mirror.next_seq, next_seq)
+        self._restore_priorities()
         self._update_gauges()
         log.info("mirror rebuilt: %d transitions in %.1f s", self.mirror.size, time.monotonic() - t0)
+
+    # -- priorities survive restarts through a snapshot in Redis (storage.py has the layout) ------
+    def _snapshot_priorities(self) -> None:
+        seq, leaf = self.mirror.priority_snapshot()
+        self.store.save_priorities(msgpack.packb({
+            "version": 1, "alpha": self.mirror.alpha, "max_priority": self.mirror.max_priority,
+            "seq": seq.astype("<i8").tobytes(), "leaf": leaf.astype("<f4").tobytes()}))
+
+    def _restore_priorities(self) -> None:
+        blob = self.store.load_priorities()
+        if blob is None:
+            return
+        try:
+            snap = msgpack.unpackb(blob)
+            seq, leaf = np.frombuffer(snap["seq"], "<i8"), np.frombuffer(snap["leaf"], "<f4")
+            if snap["version"] != 1 or len(seq) != len(leaf):
+                raise ValueError(f"version {snap['version']}, {len(seq)} seqs for {len(leaf)} priorities")
+            restored = self.mirror.restore_priorities(seq, leaf, float(snap["alpha"]), float(snap["max_priority"]))
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            log.error("ignoring the unreadable priority snapshot in Redis: %s", exc)
+            return
+        self.metrics.priorities_restored.set(restored)
+        log.info("priorities restored for %d of %d snapshot rows (the rest were overwritten since)",
+                 restored, len(seq))
 
     def bind(self) -> None:
         self.pull.bind(self.cfg.pull_bind)
@@ -97,7 +125,11 @@ class ReplayService:
                     self._drain_requests()
                 self._serve_parked()
                 self._update_gauges()
+                if self.cfg.priority_snapshot_s and time.monotonic() >= self._next_snapshot:
+                    self._snapshot_priorities()
+                    self._next_snapshot = time.monotonic() + self.cfg.priority_snapshot_s
         finally:
+            self._snapshot_priorities()
             self.store.stop()
             self.pull.close(0)
             self.router.close(0)

@@ -8,6 +8,8 @@ Layout (prefix `REPLAY_REDIS_PREFIX`, default "tempest:replay"):
   {p}:rows           int: rows held in chunks (bounded by the capacity: oldest chunks go first)
   {p}:next_seq       int: the next row's sequence number
   {p}:inserted_total, {p}:sampled_total   ints: counters behind the replay ratio
+  {p}:priorities     msgpack {version, alpha, max_priority, seq: int64 LE bytes, leaf: float32 LE
+                     bytes}: the latest priority snapshot (every PRIORITY_SNAPSHOT_S and at stop)
 Chunks are written in arrival order; a chunk and its list entry go in one MULTI/EXEC, so a
 crash never leaves a listed chunk without its data.  While Redis is unreachable the writer
 retries with back-off and the queue holds up to `max_buffered` chunks; a chunk beyond that is
@@ -43,7 +45,9 @@ class ChunkStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending_counters = {"sampled_total": 0}
+        self._pending_priorities: bytes | None = None
         self._lock = threading.Lock()
+        self.on_priorities_saved: Callable[[], None] = lambda: None
 
     # -- start-up ---------------------------------------------------------------------------
     def load(self) -> tuple[list[tuple[int, int]], int, dict[str, int]]:
@@ -65,6 +69,9 @@ class ChunkStore:
         counters = {k: int(self.redis.get(f"{self.p}:{k}") or 0) for k in ("inserted_total", "sampled_total")}
         return chunks, next_seq, counters
 
+    def load_priorities(self) -> bytes | None:
+        return self.redis.get(f"{self.p}:priorities")
+
     def iter_payloads(self, chunks: list[tuple[int, int]], group: int = 256) -> Iterator[tuple[int, bytes]]:
         for i in range(0, len(chunks), group):
             part = chunks[i:i + group]
@@ -85,6 +92,11 @@ class ChunkStore:
             log.error("Redis write buffer full: chunk of %d rows lost", rows)
             self.on_lost(rows)
 
+    def save_priorities(self, blob: bytes) -> None:
+        """Queue a priority snapshot; the writer stores the newest one when it is idle."""
+        with self._lock:
+            self._pending_priorities = blob
+
     def add_sampled(self, n: int) -> None:
         with self._lock:
             self._pending_counters["sampled_total"] += n
@@ -101,16 +113,22 @@ class ChunkStore:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
+        self._flush_counters()  # the writer has stopped: whatever it left, written from here
 
     def _run(self) -> None:
         backoff = 0.1
         item = None
+        next_flush = time.monotonic() + 1.0
         while not self._stop.is_set():
+            if time.monotonic() >= next_flush:  # also under a steady stream of chunks
+                self._flush_counters()
+                next_flush = time.monotonic() + 1.0
             if item is None:
                 try:
                     item = self._queue.get(timeout=0.2)
                 except queue.Empty:
                     self._flush_counters()
+                    next_flush = time.monotonic() + 1.0
                     continue
             batch = [item]
             while len(batch) < 64:
@@ -166,11 +184,22 @@ class ChunkStore:
         self.on_written(rows_added)
 
     def _flush_counters(self) -> None:
+        """The sampled counter and the newest priority snapshot (kept for a retry on failure)."""
         with self._lock:
             n, self._pending_counters["sampled_total"] = self._pending_counters["sampled_total"], 0
+            blob, self._pending_priorities = self._pending_priorities, None
         if n:
             try:
                 self.redis.incrby(f"{self.p}:sampled_total", n)
             except redis.RedisError:
                 with self._lock:
                     self._pending_counters["sampled_total"] += n
+        if blob is not None:
+            try:
+                self.redis.set(f"{self.p}:priorities", blob)
+                self.on_priorities_saved()
+            except redis.RedisError as exc:
+                log.warning("priority snapshot not written (%s); will retry", exc)
+                with self._lock:
+                    if self._pending_priorities is None:
+                        self._pending_priorities = blob
