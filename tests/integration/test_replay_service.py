@@ -129,21 +129,26 @@ def test_two_streams_sample_correct_nstep_and_survive_kill(replay):
     client.close()
 
 
+def one_episode_with_priorities(ports, rows: int, seed: int, stored_metric: str):
+    """One terminal episode of `rows` rows stored, every row sampled once to learn its index, and
+    row k given priority k + 1.  Returns (client, priority)."""
+    ep = make_episode(0, 0, rows, "terminal", np.random.default_rng(seed))
+    sender = TransitionSender(f"tcp://127.0.0.1:{ports['pull']}")
+    for b in to_batches("s", ep, rows):
+        sender.send(b)
+    wait_for(lambda: scrape(ports["metrics"])[stored_metric] == rows, 20, what="rows stored")
+    client = ReplayClient(f"tcp://127.0.0.1:{ports['router']}")
+    index = {int(i) for i in client.sample(10 * rows, 1, GAMMA, prioritized=False).index}
+    assert len(index) == rows
+    priority = np.arange(1, rows + 1, dtype=np.float32)  # row k has priority k+1
+    client.update_priorities(np.array(sorted(index), np.uint64), priority)
+    return client, priority
+
+
 def test_prioritized_frequencies_follow_priorities(replay):
     start, ports, _ = replay
     start(PER_ALPHA=1.0, MIN_SIZE_TO_SAMPLE=10)
-    ep = make_episode(0, 0, 40, "terminal", np.random.default_rng(1))
-    sender = TransitionSender(f"tcp://127.0.0.1:{ports['pull']}")
-    for b in to_batches("s", ep, 40):
-        sender.send(b)
-    wait_for(lambda: scrape(ports["metrics"])["tempest_replay_size"] == 40, 20, what="rows stored")
-    client = ReplayClient(f"tcp://127.0.0.1:{ports['router']}")
-    index = client.sample(400, 1, GAMMA, prioritized=False).index
-    rows = {int(i) for i in index}
-    assert len(rows) == 40
-    index = np.array(sorted(rows), np.uint64)
-    priority = np.arange(1, 41, dtype=np.float32)  # row k has priority k+1
-    client.update_priorities(index, priority)
+    client, priority = one_episode_with_priorities(ports, 40, 1, "tempest_replay_size")
     counts = np.zeros(40)
     draws = 0
     for _ in range(25):
@@ -162,16 +167,7 @@ def test_prioritized_frequencies_follow_priorities(replay):
 def test_priorities_survive_kill_and_restart(replay):
     start, ports, _ = replay
     proc = start(PER_ALPHA=1.0, MIN_SIZE_TO_SAMPLE=10, PRIORITY_SNAPSHOT_S=0.2)
-    ep = make_episode(0, 0, 30, "terminal", np.random.default_rng(2))
-    sender = TransitionSender(f"tcp://127.0.0.1:{ports['pull']}")
-    for b in to_batches("s", ep, 30):
-        sender.send(b)
-    wait_for(lambda: scrape(ports["metrics"])["tempest_replay_redis_written_total"] == 30, 20, what="rows written")
-    client = ReplayClient(f"tcp://127.0.0.1:{ports['router']}")
-    index = np.array(sorted({int(i) for i in client.sample(300, 1, GAMMA, prioritized=False).index}), np.uint64)
-    assert len(index) == 30
-    priority = np.arange(1, 31, dtype=np.float32)  # row k has priority k+1
-    client.update_priorities(index, priority)
+    client, priority = one_episode_with_priorities(ports, 30, 2, "tempest_replay_redis_written_total")
     snapshots = scrape(ports["metrics"])["tempest_replay_priority_snapshots_total"]
     wait_for(lambda: scrape(ports["metrics"])["tempest_replay_priority_snapshots_total"] >= snapshots + 2, 20,
              what="a priority snapshot taken after the update")
