@@ -133,7 +133,8 @@ class Worker:
                    HEARTBEAT_S=str(HEARTBEAT_S))
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([PY, "-m", "services.emulator.main"], cwd=str(ROOT), env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)   # none outlives a killed bench
 
     def pids(self) -> list[int]:
         """MAME first, so a resumed worker finds its MAME running."""
@@ -210,9 +211,11 @@ def main() -> int:
     raw_fps, worker_fps, worker_tps, ratios, speedups = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-emulator-") as d:
         tmp = Path(d)
-        raw, wa, wb = RawMame(roms, tmp), Worker(roms, tmp, 101), Worker(roms, tmp, 102)
-        contenders = [raw, wa, wb]
+        contenders: list = []
         try:
+            for make in (lambda: RawMame(roms, tmp), lambda: Worker(roms, tmp, 101), lambda: Worker(roms, tmp, 102)):
+                contenders.append(make())
+            raw, wa, wb = contenders
             log("starting raw MAME and two workers; waiting for play")
             raw.wait_in_play()
             wa.mark(START_TIMEOUT_S)
@@ -251,7 +254,10 @@ def main() -> int:
                     f"speedup {speedups[-1]:.3f}")
         finally:
             for c in contenders:
-                c.stop()
+                try:
+                    c.stop()     # Worker.stop resumes it first: a frozen process cannot act on SIGTERM
+                except Exception as exc:  # stop the others all the same
+                    log(f"stopping {c}: {exc}")
     result = {
         "raw_video_fps": round(statistics.median(raw_fps), 1),
         "worker_video_fps": round(statistics.median(worker_fps), 1),

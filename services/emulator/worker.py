@@ -146,6 +146,10 @@ class EmulatorWorker:
             if self._stop.is_set():
                 self.server.reply(CMD_EXIT)
                 return
+            if self._load_sent and not msg.loaded:
+                # sent before MAME read the load: a tick of the finished game, not of any episode
+                self.server.reply(CMD_ACT)
+                continue
             ram = msg.ram
             if msg.loaded:  # an evaluation game begins at the saved start of play
                 self._prev_state = None

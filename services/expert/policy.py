@@ -16,8 +16,8 @@ PLAYER's lane, signed, wrapping (+-8) on closed tubes and not on open ones.  The
    If threatened, step one lane away (speed 9) to a side that is not threatened, not a wall
    (open tubes: no step past lane 0 or 15) and not deadly (a lethal pulsar's lane, an enemy at
    the rim); with both sides open (own-lane threat only), the side with fewer threats two lanes
-   out (ties: +1 lane).  No side open: stay and fire (and superzap if the own lane is the
-   threatened one and a zap is allowed).
+   out (ties: +1 lane).  No side open: stay, fire as rule 4 allows, and superzap if the own lane
+   is the threatened one and a zap is allowed.
 3. Hunt.  Blocked lanes: any lane threatened as in 2, a lethal pulsar's lane, a lane holding an
    enemy at the rim (depth <= 0x10).  Targets: enemies not in a blocked lane, ranked fuseball >
    flipper > tanker > spiker > pulsar; the best rank wins, then the shortest path.  A path may

@@ -175,18 +175,24 @@ class ReplayMirror:
         return self.seq[slots], self.tree.get(slots).astype(np.float32)
 
     def restore_priorities(self, seq: np.ndarray, leaf: np.ndarray, alpha: float, max_priority: float) -> int:
-        """Put back the leaves of a snapshot taken with exponent `alpha`, for rows still in their
-        slots (a row overwritten since keeps the maximum priority).  Returns the rows restored."""
+        """Put back the leaves of a snapshot taken with exponent `alpha` for rows still in their
+        slots; every other sample start (inserted or overwritten since the snapshot) gets the
+        maximum priority, as a new row would.  Returns the rows restored."""
+        if not (np.isfinite(alpha) and alpha > 0):
+            return 0     # alpha 0: every leaf was 1, the snapshot holds no priorities
         seq = np.asarray(seq, np.int64)
-        slots = seq % self.capacity
-        live = (self.seq[slots] == seq) & ~self.truncated[slots] & np.isfinite(leaf) & (leaf >= 0)
+        leaf = np.asarray(leaf, np.float64)
         if alpha != self.alpha:  # PER_ALPHA changed: back to priorities, then the new exponent
-            if alpha == 0:
-                return 0         # every leaf was 1: the snapshot holds no priorities
-            leaf = np.asarray(leaf, np.float64) ** (self.alpha / alpha)
-        self.tree.set(slots[live], np.asarray(leaf, np.float64)[live])
+            with np.errstate(over="ignore", invalid="ignore"):
+                leaf = leaf ** (self.alpha / alpha)
+        slots = seq % self.capacity
+        live = (seq >= 0) & (self.seq[slots] == seq) & ~self.truncated[slots] & np.isfinite(leaf) & (leaf >= 0)
         if np.isfinite(max_priority) and max_priority > 0:
             self.max_priority = max(self.max_priority, float(max_priority))
+        others = (self.seq >= 0) & ~self.truncated
+        others[slots[live]] = False
+        self.tree.set(np.flatnonzero(others), np.full(int(np.count_nonzero(others)), self.max_priority ** self.alpha))
+        self.tree.set(slots[live], leaf[live])
         return int(np.count_nonzero(live))
 
     # -- internals -------------------------------------------------------------------------

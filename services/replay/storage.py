@@ -93,7 +93,7 @@ class ChunkStore:
             self.on_lost(rows)
 
     def save_priorities(self, blob: bytes) -> None:
-        """Queue a priority snapshot; the writer stores the newest one when it is idle."""
+        """Queue a priority snapshot; the writer stores the newest one within about a second."""
         with self._lock:
             self._pending_priorities = blob
 
@@ -113,7 +113,11 @@ class ChunkStore:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
-        self._flush_counters()  # the writer has stopped: whatever it left, written from here
+        if self._thread is None or not self._thread.is_alive():
+            self._flush_counters()  # the writer has stopped: what it left is written from here
+        else:
+            log.error("the Redis writer did not stop in time; the last counters and priority "
+                      "snapshot may not be saved")
 
     def _run(self) -> None:
         backoff = 0.1
@@ -199,7 +203,7 @@ class ChunkStore:
                 self.redis.set(f"{self.p}:priorities", blob)
                 self.on_priorities_saved()
             except redis.RedisError as exc:
-                log.warning("priority snapshot not written (%s); will retry", exc)
+                log.warning("priority snapshot not written (%s)", exc)
                 with self._lock:
                     if self._pending_priorities is None:
                         self._pending_priorities = blob

@@ -5,10 +5,12 @@ reads their replies later, so a command sent then takes effect late and is confi
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from services.emulator.bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeServer
+from services.emulator.bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeClosed, BridgeServer
 from services.emulator.mame_process import MameProcess
 from tempest_common.game_state import is_start_of_play
 
@@ -27,6 +29,22 @@ def test_only_play_ticks_are_awaited_and_a_late_load_is_confirmed(rompath):
         assert hello.kind == "H" and hello.awaited
         server.reply()
         seen = {True: 0, False: 0}
+        msg = server.receive(30)
+
+        # Back-pressure: with this attract-mode message unanswered, MAME sends at most 7 more
+        # (8 outstanding), then waits instead of filling the socket.
+        assert not msg.awaited
+        time.sleep(1.0)   # ~400 game ticks at full speed
+        queued = []
+        while True:
+            try:
+                queued.append(server.receive(0.2))
+            except BridgeClosed:
+                break
+        assert len(queued) == 7 and all(not m.awaited for m in queued)
+        assert mame.alive()
+        for _ in range(8):
+            server.reply(CMD_ACT)
         msg = server.receive(30)
         for _ in range(20_000):
             in_play = int(msg.ram[0]) in (PLAY, ZOOM)

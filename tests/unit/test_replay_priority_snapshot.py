@@ -57,3 +57,20 @@ def test_a_snapshot_taken_without_prioritization_restores_nothing():
     after = filled(50, 0.6, 10)
     assert after.restore_priorities(seq, leaf, 0.0, 1.0) == 0
     assert np.allclose(after.tree.get(np.arange(9)), 1.0)
+
+
+def test_rows_the_snapshot_does_not_cover_get_the_restored_maximum():
+    before = filled(100, 1.0, 10)
+    before.update_priorities(np.arange(9), np.full(9, 50.0))
+    seq, leaf = before.priority_snapshot()
+    after = filled(100, 1.0, 10)
+    after.insert(batch("t", 5))                   # rows inserted after the snapshot
+    assert after.restore_priorities(seq, leaf, 1.0, before.max_priority) == 9
+    assert np.allclose(after.tree.get(np.arange(10, 15)), 50.0)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), -1.0, 0.0])
+def test_a_snapshot_with_a_bad_alpha_is_ignored(alpha):
+    after = filled(50, 0.6, 10)
+    assert after.restore_priorities(np.arange(9), np.full(9, 3.0, np.float32), alpha, 3.0) == 0
+    assert np.allclose(after.tree.get(np.arange(9)), 1.0)

@@ -20,13 +20,21 @@
 -- there is ignored and MAME does not wait for it: such a message is sent "not awaited" and its
 -- reply is picked up on a later frame (or before the next awaited reply).  A save, load or exit
 -- sent in reply to such a message therefore takes effect a frame or two later; the worker
--- confirms saves and loads by the flags of the next message, never by timing.
+-- confirms saves and loads by the flags of a later message, never by timing.  At most
+-- MAX_UNANSWERED replies may be outstanding: beyond that MAME waits, so a worker that stops
+-- reading (a paused Gymnasium user, a frozen process) stops MAME instead of overflowing the
+-- socket.
 -- When the worker goes away (end of file on the pipe, a failed write) MAME exits: headless
 -- MAME ignores SIGTERM, so it must stop itself.
 
 local PORT = os.getenv("TEMPEST_BRIDGE_PORT")
 local REPLY_FIFO = os.getenv("TEMPEST_BRIDGE_REPLY_FIFO")
 local SPIN_POLLS = tonumber(os.getenv("TEMPEST_BRIDGE_SPIN_POLLS") or "150")
+local MAX_UNANSWERED = 8
+-- Socket reads ask for at least half of MAME's 512-byte file buffer, so MAME reads straight into
+-- our string and keeps nothing: a smaller read would leave extra replies in that buffer, and the
+-- next write (core_osd_file::write) throws buffered read data away.
+local READ_SIZE = 512
 local STATE_NAME = os.getenv("TEMPEST_BRIDGE_STATE_NAME") or "start"
 
 local GS_PLAY, GS_ZOOM, GS_LEVEL_SELECT, GS_HIGH_SCORE = 0x04, 0x20, 0x16, 0x12
@@ -46,7 +54,8 @@ local nav_frames = 0        -- frame counter for the script's own menu presses
 local fire, zap, spin = 0, 0, 0
 local exiting = false
 local unanswered = 0      -- not-awaited messages whose replies have not been read yet
-local partial = ""        -- bytes of a reply read so far by a non-blocking poll
+local inbox = ""          -- reply bytes received from the socket and not carried out yet
+local command_frame = -1  -- video frame of the last save or load carried out
 
 local function quit(why)
   if not exiting then
@@ -67,38 +76,44 @@ local function connect()
   doorbell:setvbuf("no")
 end
 
--- The next 4-byte reply: poll the socket SPIN_POLLS times, then take the doorbell byte (already
--- there if the reply came, since the worker rings first; otherwise this sleeps until it rings)
--- and finish reading the reply.  nil when the worker is gone.
-local function read_reply()
-  local buf = partial
-  partial = ""
-  for _ = 1, SPIN_POLLS do
-    if #buf == 4 then break end
-    local chunk = sock:read(4 - #buf)
-    if chunk ~= nil and #chunk > 0 then buf = buf .. chunk end
-  end
-  local bell = doorbell:read(1)
-  if bell == nil then return nil end
-  local deadline = os.time() + 10
-  while #buf < 4 do
-    local chunk = sock:read(4 - #buf)
-    if chunk ~= nil and #chunk > 0 then buf = buf .. chunk
-    elseif os.time() > deadline then return nil end
-  end
-  return buf
+-- Appends whatever reply bytes have arrived to inbox; true if any did.
+local function receive_available()
+  local chunk = sock:read(READ_SIZE)
+  if chunk == nil or #chunk == 0 then return false end
+  inbox = inbox .. chunk
+  return true
 end
 
--- The next reply if it has fully arrived, else nil (never blocks: its doorbell byte was written
--- before the reply, so it is in the pipe).
-local function poll_reply()
-  local chunk = sock:read(4 - #partial)
-  if chunk ~= nil and #chunk > 0 then partial = partial .. chunk end
-  if #partial < 4 then return nil end
-  local reply = partial
-  partial = ""
-  if doorbell:read(1) == nil then return nil end
+-- Takes the next 4-byte reply out of inbox (the caller takes its doorbell byte, which is in
+-- the pipe before the reply reaches the socket: the worker rings first).
+local function take_reply()
+  local reply = string.sub(inbox, 1, 4)
+  inbox = string.sub(inbox, 5)
   return reply
+end
+
+-- The next reply, waiting for it: poll the socket SPIN_POLLS times, then take the doorbell
+-- byte (there already if the reply came; otherwise this sleeps until the worker rings) and
+-- finish receiving the reply.  nil when the worker is gone.
+local function read_reply()
+  for _ = 1, SPIN_POLLS do
+    if #inbox >= 4 then break end
+    receive_available()
+  end
+  if doorbell:read(1) == nil then return nil end
+  local deadline = os.time() + 10
+  while #inbox < 4 do
+    if not receive_available() and os.time() > deadline then return nil end
+  end
+  return take_reply()
+end
+
+-- The next reply if it has fully arrived, else nil (never blocks).
+local function poll_reply()
+  if #inbox < 4 then receive_available() end
+  if #inbox < 4 then return nil end
+  if doorbell:read(1) == nil then quit("the worker went away"); return nil end
+  return take_reply()
 end
 
 local function neutral_inputs()
@@ -119,6 +134,7 @@ local function carry_out(reply, use_inputs)
     else machine:load(STATE_NAME); pending_flags = 1 end
     prev_tick = nil
     nav_frames = 0
+    command_frame = video_frame
     return true
   end
   if use_inputs then
@@ -129,17 +145,18 @@ local function carry_out(reply, use_inputs)
   return true
 end
 
--- Reads the replies to not-awaited messages that have arrived (all of them, blocking, when
--- wait is true).  Returns false when the worker is gone or asked to exit.
-local function catch_up(wait)
-  while unanswered > 0 do
+-- Reads replies to not-awaited messages until at most `keep` are outstanding: blocking when
+-- wait is true, else only those that have arrived.  Returns false when the worker is gone or
+-- asked to exit.
+local function catch_up(wait, keep)
+  while unanswered > keep do
     local reply
     if wait then
       reply = read_reply()
       if reply == nil then quit("the worker went away"); return false end
     else
       reply = poll_reply()
-      if reply == nil then return true end
+      if reply == nil then return not exiting end
     end
     unanswered = unanswered - 1
     if not carry_out(reply, false) then return false end
@@ -150,13 +167,21 @@ end
 -- Sends one message; when awaited, also reads every reply up to and including its own.
 -- Returns false when the worker is gone or asked to exit.
 local function exchange(kind, awaited)
+  if not awaited and unanswered >= MAX_UNANSWERED then
+    if not catch_up(true, MAX_UNANSWERED - 1) then return false end
+    if command_frame == video_frame then return true end  -- its message goes out next frame
+  end
   local flags = pending_flags | (awaited and 0 or 4)
   local header = string.pack("<c1c1BBI4", "T", kind, flags, 0, video_frame)
   pending_flags = 0
   local ok = pcall(function() sock:write(header .. mem:read_range(0x0000, 0x03FF, 8)) end)
   if not ok then quit("write to worker failed"); return false end
-  if not awaited then unanswered = unanswered + 1; return true end
-  if not catch_up(true) then return false end
+  if not awaited then
+    fire, zap, spin = 0, 0, 0   -- what a neutral reply would set: play resumes from no input
+    unanswered = unanswered + 1
+    return true
+  end
+  if not catch_up(true, 0) then return false end
   local commanded = pending_flags ~= 0  -- a save or load from an earlier reply just happened
   local reply = read_reply()
   if reply == nil then quit("the worker went away"); return false end
@@ -181,8 +206,8 @@ local function on_frame()
   video_frame = video_frame + 1
   mem:write_u8(0x0006, 2)  -- free play: credits always available
   if unanswered > 0 then
-    if not catch_up(false) then return end
-    if pending_flags ~= 0 then return end  -- a late save or load just happened
+    if not catch_up(false, 0) then return end
+    if command_frame == video_frame then return end  -- a late save or load just happened
   end
   local gamestate = mem:read_u8(0x0000)
   local in_play = gamestate == GS_PLAY or gamestate == GS_ZOOM
@@ -190,7 +215,7 @@ local function on_frame()
   if tick ~= prev_tick then
     prev_tick = tick
     if not exchange("S", in_play) then return end
-    if pending_flags ~= 0 then return end  -- a save or load was just scheduled
+    if command_frame == video_frame then return end  -- a save or load was just scheduled
   end
   if in_play then
     start_field:set_value(0)
