@@ -29,7 +29,7 @@
 
 local PORT = os.getenv("TEMPEST_BRIDGE_PORT")
 local REPLY_FIFO = os.getenv("TEMPEST_BRIDGE_REPLY_FIFO")
-local SPIN_POLLS = tonumber(os.getenv("TEMPEST_BRIDGE_SPIN_POLLS") or "150")
+local SPIN_POLLS = tonumber(os.getenv("TEMPEST_BRIDGE_SPIN_POLLS") or "600")
 local MAX_UNANSWERED = 8
 -- Socket reads ask for at least half of MAME's 512-byte file buffer, so MAME reads straight into
 -- our string and keeps nothing: a smaller read would leave extra replies in that buffer, and the
