@@ -11,7 +11,9 @@ and one state at a time.
 import numpy as np
 import pytest
 
-from services.expert.policy import expert_actions
+from services.expert.policy import (DANGER_DEPTH, DODGE_SPEED, FREE_FIRE_SHOTS, FUSEBALL_DEPTH, FUSEBALL_RADIUS,
+                                    MAX_SHOTS, SPIN_SIGN, TARGET_FIRE_SHOTS, URGENT_DEPTH, URGENT_SHOT_DEPTH,
+                                    ZAP_FIRST_COUNT, ZAP_NEAR_DEPTH, expert_actions)
 from tempest_common.actions import NOOP, NUM_SPINNER, SPINNER_SPEEDS, ZAP_COOLDOWN_TICKS, ZAP_USES_PER_LEVEL
 from tempest_common.game_state import (ENEMY_FLIPPER, ENEMY_FUSEBALL, ENEMY_PULSAR, ENEMY_SPIKER, ENEMY_TANKER,
                                        GS_PLAY, GS_ZOOM, NUM_LANES, RIM_DEPTH, GameState, decode_ram)
@@ -20,19 +22,7 @@ from tempest_common.wire import decode, encode
 from tests.unit.recorded import FIRST_LIVES, GAME_OVER, ZOOM
 
 # ---- reference implementation (the pre-optimisation policy, plus later rule changes) -----------
-SPIN_SIGN = -1            # lane direction of a positive spinner value (see the module docstring)
-DANGER_DEPTH = 0x60       # flippers / lethal pulsars / enemy shots this close threaten +-1 lane
-FUSEBALL_DEPTH = 0x30     # fuseballs this close threaten +-FUSEBALL_RADIUS lanes
-FUSEBALL_RADIUS = 2
-DODGE_SPEED = 9
-ZAP_NEAR_DEPTH = 0x20     # first zap: >= ZAP_FIRST_COUNT enemies this close
-ZAP_FIRST_COUNT = 3
-MAX_SHOTS = 8
-URGENT_DEPTH = 0x20       # an enemy this close on the player's lane: fire with any free slot
-URGENT_SHOT_DEPTH = 0x30  # an enemy shot this close (depth high byte) in the player's lane: likewise
-TARGET_FIRE_SHOTS = 6     # an enemy on the player's lane: fire while fewer shots than this fly
-FREE_FIRE_SHOTS = 4       # nothing on the player's lane: fire while fewer shots than this fly
-
+# The tuning constants are the policy's own: the reference re-expresses the rules, not the numbers.
 # hunting rank per enemy type (lower = hunted first); types 5-7 (unknown) last
 _RANK = np.array([1, 4, 2, 3, 0, 5, 5, 5], np.int64) * 64
 assert _RANK[ENEMY_FUSEBALL] < _RANK[ENEMY_FLIPPER] < _RANK[ENEMY_TANKER] < _RANK[ENEMY_SPIKER] < _RANK[ENEMY_PULSAR]
