@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tempest_common.actions import NUM_ACTIONS, decode_action, gate_zap
+from tempest_common.actions import ACTIONS, NUM_ACTIONS, gate_zap_one
 from tempest_common.game_state import is_start_of_play, summarize_tick
 from tempest_common.network import network_from_state_dict
 
@@ -52,8 +52,8 @@ def play_game(server: BridgeServer, policy: NetworkPolicy, msg, epsilon: float, 
             return s.score, s.level + 1, ticks, True
         if s.in_play and s.player_alive:
             action = int(rng.integers(NUM_ACTIONS)) if rng.random() < epsilon else policy.act(msg.ram, prev)
-            action = int(gate_zap(action, int(msg.ram[0x3AA]), since_zap))
-            a = decode_action(action)
+            action = gate_zap_one(int(action), int(msg.ram[0x3AA]), since_zap)
+            a = ACTIONS[action]
             since_zap = 0 if a.zap else since_zap + 1
             server.reply(CMD_ACT, a.fire, a.zap, a.spinner)
             prev, ticks = msg.ram, ticks + 1
