@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import replace
 
-import msgpack
 import numpy as np
 import zmq
 
@@ -83,27 +82,20 @@ class ReplayService:
 
     # -- priorities survive restarts through a snapshot in Redis (storage.py has the layout) ------
     def _snapshot_priorities(self) -> None:
-        seq, leaf = self.mirror.priority_snapshot()
-        self.store.save_priorities(msgpack.packb({
-            "version": 1, "alpha": self.mirror.alpha, "max_priority": self.mirror.max_priority,
-            "seq": seq.astype("<i8").tobytes(), "leaf": leaf.astype("<f4").tobytes()}))
+        self.store.save_priorities(*self.mirror.priority_snapshot(), self.mirror.alpha, self.mirror.max_priority)
 
     def _restore_priorities(self) -> None:
-        blob = self.store.load_priorities()
-        if blob is None:
-            return
         try:
-            snap = msgpack.unpackb(blob)
-            seq, leaf = np.frombuffer(snap["seq"], "<i8"), np.frombuffer(snap["leaf"], "<f4")
-            if snap["version"] != 1 or len(seq) != len(leaf):
-                raise ValueError(f"version {snap['version']}, {len(seq)} seqs for {len(leaf)} priorities")
-            restored = self.mirror.restore_priorities(seq, leaf, float(snap["alpha"]), float(snap["max_priority"]))
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            snap = self.store.load_priorities()
+        except ValueError as exc:
             log.error("ignoring the unreadable priority snapshot in Redis: %s", exc)
             return
+        if snap is None:
+            return
+        restored = self.mirror.restore_priorities(*snap)
         self.metrics.priorities_restored.set(restored)
         log.info("priorities restored for %d of %d snapshot rows (the rest were overwritten since)",
-                 restored, len(seq))
+                 restored, len(snap[0]))
 
     def bind(self) -> None:
         self.pull.bind(self.cfg.pull_bind)

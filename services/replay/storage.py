@@ -25,6 +25,8 @@ import time
 from collections import deque
 from typing import Callable, Iterator
 
+import msgpack
+import numpy as np
 import redis
 
 log = logging.getLogger("replay.storage")
@@ -45,7 +47,7 @@ class ChunkStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending_counters = {"sampled_total": 0}
-        self._pending_priorities: bytes | None = None
+        self._pending_priorities: dict | None = None   # the newest snapshot, packed by the writer
         self._lock = threading.Lock()
         self.on_priorities_saved: Callable[[], None] = lambda: None
 
@@ -69,8 +71,20 @@ class ChunkStore:
         counters = {k: int(self.redis.get(f"{self.p}:{k}") or 0) for k in ("inserted_total", "sampled_total")}
         return chunks, next_seq, counters
 
-    def load_priorities(self) -> bytes | None:
-        return self.redis.get(f"{self.p}:priorities")
+    def load_priorities(self) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+        """(seq, leaf, alpha, max_priority) of the stored snapshot, None if there is none;
+        ValueError if it cannot be read."""
+        blob = self.redis.get(f"{self.p}:priorities")
+        if blob is None:
+            return None
+        try:
+            snap = msgpack.unpackb(blob)
+            seq, leaf = np.frombuffer(snap["seq"], "<i8"), np.frombuffer(snap["leaf"], "<f4")
+            if snap["version"] != 1 or len(seq) != len(leaf):
+                raise ValueError(f"version {snap['version']}, {len(seq)} seqs for {len(leaf)} priorities")
+            return seq, leaf, float(snap["alpha"]), float(snap["max_priority"])
+        except (KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
     def iter_payloads(self, chunks: list[tuple[int, int]], group: int = 256) -> Iterator[tuple[int, bytes]]:
         for i in range(0, len(chunks), group):
@@ -92,10 +106,12 @@ class ChunkStore:
             log.error("Redis write buffer full: chunk of %d rows lost", rows)
             self.on_lost(rows)
 
-    def save_priorities(self, blob: bytes) -> None:
-        """Queue a priority snapshot; the writer stores the newest one within about a second."""
+    def save_priorities(self, seq: np.ndarray, leaf: np.ndarray, alpha: float, max_priority: float) -> None:
+        """Queue a priority snapshot (arrays the caller no longer changes); the writer packs and
+        stores the newest one within about a second, off the service's loop."""
         with self._lock:
-            self._pending_priorities = blob
+            self._pending_priorities = {"version": 1, "alpha": alpha, "max_priority": max_priority,
+                                        "seq": seq, "leaf": leaf}
 
     def add_sampled(self, n: int) -> None:
         with self._lock:
@@ -191,19 +207,20 @@ class ChunkStore:
         """The sampled counter and the newest priority snapshot (kept for a retry on failure)."""
         with self._lock:
             n, self._pending_counters["sampled_total"] = self._pending_counters["sampled_total"], 0
-            blob, self._pending_priorities = self._pending_priorities, None
+            snap, self._pending_priorities = self._pending_priorities, None
         if n:
             try:
                 self.redis.incrby(f"{self.p}:sampled_total", n)
             except redis.RedisError:
                 with self._lock:
                     self._pending_counters["sampled_total"] += n
-        if blob is not None:
+        if snap is not None:
             try:
-                self.redis.set(f"{self.p}:priorities", blob)
+                self.redis.set(f"{self.p}:priorities", msgpack.packb(
+                    {**snap, "seq": snap["seq"].astype("<i8").tobytes(), "leaf": snap["leaf"].astype("<f4").tobytes()}))
                 self.on_priorities_saved()
             except redis.RedisError as exc:
                 log.warning("priority snapshot not written (%s)", exc)
                 with self._lock:
                     if self._pending_priorities is None:
-                        self._pending_priorities = blob
+                        self._pending_priorities = snap
