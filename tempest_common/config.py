@@ -1,4 +1,4 @@
-"""Typed configuration from environment variables (DESIGN.md: env vars only, one typed config
+"""Typed configuration from environment variables (docs/design.md: env vars only, one typed config
 object per service, defaults in one place, validated at start; a bad value is an error naming the
 variable and the allowed range).
 

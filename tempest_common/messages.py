@@ -1,13 +1,13 @@
 """Every message the services exchange, as plain dataclasses (the schema; `wire.py` encodes them).
 
-One class per arrow in DESIGN.md's service diagram:
+One class per arrow in the service diagram of docs/design.md (its "Messages" table says more):
 
     emulator --PUSH--> replay    TransitionBatch            ("transitions")
     emulator --PUSH--> learner   EpisodeSummary, Heartbeat  ("episode", "heartbeat")
     emulator <-DEALER-> expert   ExpertRequest / ExpertReply
-    learner  <-REQ---> replay    SampleRequest / SampleReply, PriorityUpdate / Ack
+    learner  <-DEALER-> replay   SampleRequest / SampleReply, PriorityUpdate / Ack
     learner  --PUB---> emulator  WeightsSchedule            ("weights")
-    operator <-REQ---> learner   ControlRequest / ControlReply (live settings)
+    operator <-DEALER-> learner  ControlRequest / ControlReply (live settings)
 
 Each field declares its wire type with `_f(...)` (metadata read by wire.py) so the field order of
 the dataclass *is* the wire order and there is no second list to keep in sync.  Array fields also
@@ -33,9 +33,9 @@ ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM, ACTOR_EVALUATION = 0, 1, 2, 3
 ACTOR_NAMES = ("expert", "network", "random", "evaluation")
 NO_ACTION = -1  # TransitionBatch.action of a truncated episode's last record (bootstrap only)
 
-WIRE_TYPES = ("int", "float", "str", "bool", "array", "dict", "optional_str", "gamestate",
+WIRE_TYPES = ("int", "float", "str", "bool", "array", "dict", "optional_str", "game_state",
               "arrays", "list_int")
-_FLOATS = ("float16", "float32")  # states may travel as float16 (DESIGN.md, Wire)
+_FLOATS = ("float16", "float32")  # states may travel as float16 (docs/design.md, Messages)
 
 
 def _f(wire: str, dtype: str | tuple[str, ...] | None = None, ndim: int | None = None,
@@ -190,7 +190,7 @@ class ExpertRequest(Message):
     """Batched expert query, emulator -> expert: request_id, states (a batched GameState, B>=0)."""
     KIND: ClassVar[str] = "expert_request"
     request_id: int = _f("int")
-    states: GameState = _f("gamestate")
+    states: GameState = _f("game_state")
 
 
 @dataclass(**_FROZEN)

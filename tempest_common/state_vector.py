@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .game_state import (GS_ZOOM, NUM_ENEMY_SHOTS, NUM_ENEMY_SLOTS, NUM_LANES, NUM_PLAYER_SHOTS,
+from .game_state import (MODE_ZOOM, NUM_ENEMY_SHOTS, NUM_ENEMY_SLOTS, NUM_LANES, NUM_PLAYER_SHOTS,
                          RIM_DEPTH, GameState, lane_distance)
 
 
@@ -109,7 +109,7 @@ def encode_state(s: GameState, prev: GameState | None = None) -> np.ndarray:
     clip01 = lambda x: np.clip(f32(x), 0.0, 1.0)  # noqa: E731
     lane = s.player_lane.astype(np.int64)
     scalars = [
-        s.gamestate == GS_ZOOM, lane / 15.0, s.player_alive, s.tube_open,
+        s.mode == MODE_ZOOM, lane / 15.0, s.player_alive, s.tube_open,
         clip01(s.level / 98.0), clip01(s.lives / 6.0), clip01(s.shots_in_flight / 8.0),
         (2 - np.minimum(s.zaps_used, 2)) / 2.0, s.zapper_running,
         clip01(s.enemies_in_tube / 16.0), clip01(s.enemies_on_rim / 8.0),

@@ -14,7 +14,7 @@ no per-message copy of states or weights; call `.copy()` before writing into one
 `torch.from_numpy`, which warns on read-only arrays).
 
 `decode` raises only `MessageError`, whose `reason` is a short label for the "malformed message
-dropped" counters every service keeps (DESIGN.md: a malformed or wrong-version message is counted
+dropped" counters every service keeps (docs/design.md: a malformed or wrong-version message is counted
 and dropped, never crashes a service).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ SCHEMA_VERSION = 1
 
 # Every MessageError.reason, so metrics can pre-create their label values.
 REASONS = ("not_msgpack", "not_a_map", "wrong_version", "unknown_kind", "unexpected_kind",
-           "bad_field", "bad_array", "bad_gamestate")
+           "bad_field", "bad_array", "bad_game_state")
 
 # The dtype allow-list: canonical wire string -> dtype.  No object/void/structured dtypes, so a
 # peer can never make us build Python objects from bytes.
@@ -186,20 +186,20 @@ def _dec_arrays(v, where):
 _GS_SPECS = [(name, np.dtype(dt), tuple(per_state)) for name, (dt, per_state) in FIELD_SPECS.items()]
 
 
-def _check_gamestate(arrays: dict, where: str) -> None:
+def _check_game_state(arrays: dict, where: str) -> None:
     if arrays.keys() != FIELD_SPECS.keys():
         missing, extra = set(FIELD_SPECS) - set(arrays), set(arrays) - set(FIELD_SPECS)
-        raise MessageError("bad_gamestate", f"{where}: missing fields {sorted(missing)}, "
+        raise MessageError("bad_game_state", f"{where}: missing fields {sorted(missing)}, "
                                             f"unknown fields {sorted(extra)}")
     batch = None
     for name, dtype, per_state in _GS_SPECS:
         a = arrays[name]
         if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim < 1 or a.shape[1:] != per_state:
-            raise MessageError("bad_gamestate", f"{where}.{name}: expected {FIELD_SPECS[name][0]} "
+            raise MessageError("bad_game_state", f"{where}.{name}: expected {FIELD_SPECS[name][0]} "
                                f"[B, *{per_state}], got {getattr(a, 'dtype', type(a))} "
                                f"{getattr(a, 'shape', '')}")
         if batch is not None and a.shape[0] != batch:
-            raise MessageError("bad_gamestate", f"{where}.{name}: {a.shape[0]} states, "
+            raise MessageError("bad_game_state", f"{where}.{name}: {a.shape[0]} states, "
                                                 f"other fields have {batch}")
         batch = a.shape[0]
 
@@ -225,38 +225,38 @@ def _gs_signature(batch: int) -> list:
     return [(np.ndarray, dtype, (batch, *per_state)) for _, dtype, per_state in _GS_SPECS]
 
 
-def _enc_gamestate(v, where):
+def _enc_game_state(v, where):
     if not isinstance(v, GameState):
-        raise _bad(where, "GameState", v, "bad_gamestate")
+        raise _bad(where, "GameState", v, "bad_game_state")
     arrays = {name: getattr(v, name) for name in FIELD_SPECS}  # = v.to_arrays(), without fields()
-    # fast path: one list comparison instead of _check_gamestate's ~8 checks per field; anything
+    # fast path: one list comparison instead of _check_game_state's ~8 checks per field; anything
     # unexpected (subclasses included) goes through the full check and its exact error message
-    g = arrays["gamestate"]
+    g = arrays["mode"]
     if type(g) is not np.ndarray or g.ndim != 1 \
             or [(type(a), a.dtype, a.shape) for a in arrays.values()] != _gs_signature(g.shape[0]):
-        _check_gamestate(arrays, where)
+        _check_game_state(arrays, where)
     records = np.empty(g.shape[0], _GS_DTYPE)
     for name, a in arrays.items():
         records[name] = a
     return {"layout": _GS_LAYOUT, "n": len(records), "data": records.tobytes()}
 
 
-def _dec_gamestate(v, where):
+def _dec_game_state(v, where):
     if not isinstance(v, dict) or set(v) != {"layout", "n", "data"}:
-        raise _bad(where, "packed GameState {layout, n, data}", v, "bad_gamestate")
+        raise _bad(where, "packed GameState {layout, n, data}", v, "bad_game_state")
     if v["layout"] != _GS_LAYOUT:
-        raise MessageError("bad_gamestate", f"{where}: GameState layout {v['layout']!r} differs from "
+        raise MessageError("bad_game_state", f"{where}: GameState layout {v['layout']!r} differs from "
                                             f"this side's {_GS_LAYOUT} (peers run different versions)")
     n, data = v["n"], v["data"]
     if not isinstance(n, int) or isinstance(n, bool) or n < 0 or not isinstance(data, bytes) \
             or len(data) != n * _GS_DTYPE.itemsize:
-        raise MessageError("bad_gamestate", f"{where}: {n!r} states need {_GS_DTYPE.itemsize} bytes each, "
+        raise MessageError("bad_game_state", f"{where}: {n!r} states need {_GS_DTYPE.itemsize} bytes each, "
                                             f"got {len(data) if isinstance(data, bytes) else type(data).__name__}")
     records = np.frombuffer(data, _GS_DTYPE, count=n)
     if n and np.frombuffer(data, np.uint8).reshape(n, _GS_DTYPE.itemsize)[:, _GS_BOOL_BYTES].max() > 1:
         for name in _GS_BOOLS:  # rare: find the field to name in the error
             if np.any(records[name].view(np.uint8) > 1):
-                raise MessageError("bad_gamestate", f"{where}.{name}: booleans must be 0 or 1")
+                raise MessageError("bad_game_state", f"{where}.{name}: booleans must be 0 or 1")
     fields = {name: records[name] for name in FIELD_SPECS}
     return GameState(**fields) if _GS_NATIVE else GameState.from_arrays(fields)
 
@@ -267,7 +267,7 @@ _CODECS = {
     "bool": (_bool, _bool), "optional_str": (_optional_str, _optional_str),
     "dict": (_dict, _dict), "list_int": (_list_int, _list_int),
     "array": (_enc_array, _dec_array), "arrays": (_enc_arrays, _dec_arrays),
-    "gamestate": (_enc_gamestate, _dec_gamestate),
+    "game_state": (_enc_game_state, _dec_game_state),
 }
 
 
@@ -287,7 +287,7 @@ def encode(msg: Message) -> bytes:
     for name, meta in _field_specs(cls):
         enc = _CODECS[meta["wire"]][0]
         value = getattr(msg, name)
-        out[name] = enc(value if meta["wire"] in ("array", "arrays", "gamestate") else _py(value),
+        out[name] = enc(value if meta["wire"] in ("array", "arrays", "game_state") else _py(value),
                         f"{cls.KIND}.{name}")
     _validate(msg)
     try:

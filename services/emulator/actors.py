@@ -1,4 +1,4 @@
-"""Who acts on a tick.
+"""Who acts on a decision tick, and which games are evaluation games.
 
 Training games: the expert with probability expert_ratio, else the network, epsilon-greedy
 (actor "random" for the epsilon draws).  Before the first weights arrive the network's turns
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from tempest_common.actions import NUM_ACTIONS, gate_zap_one
+from tempest_common.actions import NUM_ACTIONS
 from tempest_common.game_state import GameState
 from tempest_common.messages import ACTOR_EVALUATION, ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM
 
@@ -63,21 +63,19 @@ class ActorChooser:
     def next_game_is_evaluation(self) -> bool:
         return self.network.ready and self.rng.random() < self.evaluation_share
 
-    def choose(self, state_fn, network_fn, zaps_used: int, ticks_since_zap: int,
-               evaluation: bool = False) -> tuple[int, int]:
-        """(actor, action).  `state_fn()` decodes the GameState and `network_fn()` runs the network,
-        each only when that actor plays."""
+    def choose(self, state_fn, network_fn, evaluation: bool = False) -> tuple[int, int]:
+        """(actor, action) for a decision tick.  `state_fn()` decodes the GameState and
+        `network_fn()` runs the network, each only when that actor plays.  The game session
+        applies the superzapper gate to whatever is chosen."""
         u_actor, u_eps, random_action = self._draw()
-        random_action = gate_zap_one(random_action, zaps_used, ticks_since_zap)
         if evaluation and self.network.ready:
-            action = random_action if u_eps < self.evaluation_epsilon else network_fn()
-            return ACTOR_EVALUATION, gate_zap_one(int(action), zaps_used, ticks_since_zap)
+            return ACTOR_EVALUATION, random_action if u_eps < self.evaluation_epsilon else int(network_fn())
         if u_actor < self.expert_ratio and self.expert is not None and time.monotonic() >= self._expert_retry_at:
             action = self._ask_expert(state_fn())
             if action is not None:
                 return ACTOR_EXPERT, action
         if self.network.ready and u_eps >= self.epsilon:
-            return ACTOR_NETWORK, gate_zap_one(int(network_fn()), zaps_used, ticks_since_zap)
+            return ACTOR_NETWORK, int(network_fn())
         return ACTOR_RANDOM, random_action
 
     def _ask_expert(self, state: GameState) -> int | None:
@@ -93,3 +91,33 @@ class ActorChooser:
             self._expert_retry_at = time.monotonic() + self.expert_backoff_s
             return None
         return int(actions[0])
+
+
+class EvaluationScheduler:
+    """Which games are evaluation games (pure).  Each game over draws whether the next game is one
+    (the caller's coin); that game starts from the saved start of play, so the worker loads it
+    between lives, and it lasts until its own game over.  A lost MAME cancels everything: the
+    next MAME has no saved start yet."""
+    TRAINING, DUE, LOADING, EVALUATING = "training", "due", "loading", "evaluating"
+
+    def __init__(self):
+        self.phase = self.TRAINING
+
+    @property
+    def evaluating(self) -> bool:
+        return self.phase == self.EVALUATING
+
+    def game_over(self, next_is_evaluation: bool) -> None:
+        self.phase = self.DUE if next_is_evaluation else self.TRAINING
+
+    def should_load(self, between_lives: bool, has_start_state: bool) -> bool:
+        return self.phase == self.DUE and between_lives and has_start_state
+
+    def load_sent(self) -> None:
+        self.phase = self.LOADING
+
+    def game_loaded(self) -> None:
+        self.phase = self.EVALUATING
+
+    def mame_lost(self) -> None:
+        self.phase = self.TRAINING

@@ -4,7 +4,7 @@ MAME connects to a loopback port the worker listens on; every game tick it sends
 header and RAM $0000-$03FF, and the worker answers every message with a 4-byte reply, in order.
 MAME waits for the reply only in play and zoom; outside them it drives the game itself and reads
 the reply a frame or two later (the message's `awaited` is False), so a save or load sent then
-takes effect late: `command()` waits for the message that confirms it.  Each reply is preceded by a
+takes effect late, confirmed by the flags of a later message (services/emulator/session.py).  Each reply is preceded by a
 doorbell byte on a named pipe: MAME polls its (non-blocking) socket briefly, then sleeps on the
 pipe, so a slow reply costs it no CPU; closing the pipe tells MAME at once that its worker is
 gone.  Replying is on MAME's critical path, so callers reply first and do their bookkeeping
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RAM_BYTES = 0x400
+from tempest_common.ram_map import RAM_SIZE
+
 HEADER = struct.Struct("<ccBBI")
-MESSAGE_BYTES = HEADER.size + RAM_BYTES
+MESSAGE_BYTES = HEADER.size + RAM_SIZE
 REPLY = struct.Struct("<BBbB")
 
 CMD_ACT, CMD_SAVE, CMD_LOAD, CMD_EXIT = 0, 1, 2, 3
@@ -33,7 +34,11 @@ FLAG_LOADED, FLAG_SAVED, FLAG_NOT_AWAITED = 1, 2, 4
 
 
 class BridgeClosed(ConnectionError):
-    """MAME went away or stopped talking within the timeout."""
+    """MAME went away, broke the protocol, or stopped talking."""
+
+
+class BridgeTimeout(BridgeClosed):
+    """Nothing arrived within the timeout (MAME may still be alive: busy, starting or stalled)."""
 
 
 @dataclass
@@ -82,7 +87,7 @@ class BridgeServer:
         try:
             conn, _ = self._listener.accept()
         except socket.timeout as exc:
-            raise BridgeClosed(f"MAME did not connect within {timeout:.0f} s") from exc
+            raise BridgeTimeout(f"MAME did not connect within {timeout:.0f} s") from exc
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._conn = conn
         self._timeout = None
@@ -116,7 +121,7 @@ class BridgeServer:
                     raise BridgeClosed("MAME closed the bridge connection")
                 got += n
         except socket.timeout as exc:
-            raise BridgeClosed(f"no game tick from MAME for {timeout:.0f} s") from exc
+            raise BridgeTimeout(f"no game tick from MAME for {timeout:.0f} s") from exc
         except OSError as exc:
             raise BridgeClosed(f"bridge connection failed: {exc}") from exc
         magic, kind, flags, _, frame = HEADER.unpack_from(self._buf)
@@ -133,18 +138,6 @@ class BridgeServer:
             self._conn.sendall(REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, 0))
         except OSError as exc:  # EPIPE: MAME is gone
             raise BridgeClosed(f"bridge reply failed: {exc}") from exc
-
-    def command(self, command: int, timeout: float, max_messages: int = 1000) -> TickMessage:
-        """Reply CMD_SAVE or CMD_LOAD to the message just received; return the message that
-        confirms it.  Messages that MAME sent before it read the command get neutral replies."""
-        flag = {CMD_SAVE: FLAG_SAVED, CMD_LOAD: FLAG_LOADED}[command]
-        self.reply(command)
-        for _ in range(max_messages):
-            msg = self.receive(timeout)
-            if msg.flags & flag:
-                return msg
-            self.reply(CMD_ACT)
-        raise BridgeClosed(f"MAME did not confirm command {command} within {max_messages} messages")
 
     def drop_connection(self) -> None:
         if self._reply_fd is not None:

@@ -1,14 +1,14 @@
 """Game ticks -> one-step transition records and episode summaries (pure: no I/O, no clock).
 
-An episode is one life.  It opens on the first tick that is in play or zoom with the player
-alive, and it ends:
-  - terminal: at the death edge ($0201 bit 7 sets); the record of the action before the edge
+An episode is one life.  It opens on the first decision tick (START, PLAY or ZOOM: see
+session.TickKind), and it ends:
+  - terminal: at the death edge (DEATH or GAME_OVER); the record of the action before the edge
     carries the death penalty and terminal=True;
-  - truncated: when MAME restarts, the worker stops, or a reset cuts it; the last state seen
+  - truncated: when MAME restarts, the worker stops, or a reset cuts it; the last decision tick
     becomes a record with truncated=True and no action (action -1): it only bootstraps.
-Only play (0x04) and zoom (0x20) ticks become records; ticks in between (death animation, level
-select, attract, high-score entry, the short states between levels) are skipped, and score that
-changes during skipped ticks of a live episode is credited to the pending action.
+Only decision ticks become records; ticks in between (dying, level select, attract, high-score
+entry, the short modes between levels) are skipped, and score that changes during skipped ticks
+of a live episode is credited to the pending action.  A START tick begins a new game.
 Record t is emitted once tick t+1 shows its outcome (reward = score delta, scaled and clipped,
 minus the death penalty on the death edge).  Shaping reward is kept apart: the survival bonus
 per tick, 0 by default.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tempest_common.game_state import TickSummary
+from .session import DEATHS, Tick, TickKind
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ def game_reward(score_delta: int, died: bool, cfg: RewardConfig) -> float:
 
 @dataclass
 class Record:
-    """One-step transition record, as the replay stores it."""
+    """One-step transition record, as the replay stores it (the state vector is encoded later,
+    per batch, from the tick's RAM and the previous decision tick's RAM)."""
     episode_id: int
     step: int
     actor: int
@@ -46,7 +47,8 @@ class Record:
     reward_shaping: float
     terminal: bool
     truncated: bool
-    state: object               # the caller's payload for the tick's state (a vector, or RAM to encode later)
+    ram: np.ndarray             # uint8[1024] of the tick the action was chosen on
+    prev_ram: np.ndarray | None  # the decision tick before it (None: zero velocities)
 
 
 @dataclass
@@ -67,7 +69,8 @@ class EpisodeEnd:
 
 @dataclass
 class _Pending:
-    state: object
+    ram: np.ndarray
+    prev_ram: np.ndarray | None
     action: int
     actor: int
     score: int
@@ -79,17 +82,15 @@ class EpisodeTracker:
     def __init__(self, reward: RewardConfig = RewardConfig(), first_episode_id: int = 0):
         self.reward = reward
         self.next_episode_id = first_episode_id
-        self.game_id = 0
+        self.game_id = -1                 # the first START makes it 0
         self.episode_id: int | None = None
         self._step = 0
         self._pending: _Pending | None = None
-        self._last: tuple[object, int] | None = None  # last in-play state and score
-        self._start_score = 0
+        self._start_score = self._last_score = 0
         self._game_reward = 0.0
         self._shaping = 0.0
         self._actors: dict[int, int] = {}
         self._evaluation = False
-        self._last_score = 0
         self._level = 0
 
     @property
@@ -101,31 +102,31 @@ class EpisodeTracker:
     def in_episode(self) -> bool:
         return self.episode_id is not None
 
-    def observe(self, s: TickSummary, state: object, action: int, actor: int,
+    def observe(self, tick: Tick, prev_ram: np.ndarray | None, decision: tuple[int, int] | None,
                 evaluation: bool = False) -> tuple[list[Record], list[EpisodeEnd]]:
-        """One tick: its summary `s`, the state payload records carry, the action chosen for it."""
+        """One tick, the RAM of the decision tick before it, and (actor, action) on decision ticks."""
         records: list[Record] = []
         ends: list[EpisodeEnd] = []
-        score = s.score
-        if score < self._last_score:
-            self.game_id += 1  # the score went back to 0: a new game started
-        self._last_score = score
-        in_play, alive = s.in_play, s.player_alive
-
-        if self.in_episode and not alive:
-            # Death edge: the pending action led to it.
-            if self._pending is not None:
-                records.append(self._outcome(score, died=True))
-            ends.append(self._close(score, s.level, "terminal", game_over=s.lives <= 1))
+        if tick.kind is TickKind.START:
+            self.game_id += 1
+        if tick.kind in DEATHS:
+            if self.in_episode:
+                if self._pending is not None:
+                    records.append(self._outcome(tick.score, died=True))
+                ends.append(self._close(tick.score, tick.level, "terminal", tick.kind is TickKind.GAME_OVER))
             return records, ends
-        if self.in_episode and in_play and self._pending is not None:
+        if not tick.decides:
+            return records, ends
+        if decision is None:
+            raise ValueError(f"a {tick.kind.name} tick needs a decision (actor, action)")
+        score = tick.score
+        if self._pending is not None:
             records.append(self._outcome(score, died=False))
-        if not self.in_episode and in_play and alive:
+        if not self.in_episode:
             self._open(score, evaluation)
-        if self.in_episode and in_play:
-            self._pending = _Pending(state, int(action), int(actor), score)
-            self._last = (state, score)
-            self._level = s.level
+        actor, action = decision
+        self._pending = _Pending(tick.ram, prev_ram, int(action), int(actor), score)
+        self._last_score, self._level = score, tick.level
         return records, ends
 
     def truncate(self) -> tuple[list[Record], list[EpisodeEnd]]:
@@ -133,29 +134,27 @@ class EpisodeTracker:
         if not self.in_episode:
             return [], []
         records = []
-        score = self._last[1] if self._last else self._start_score
         if self._pending is not None:
             p = self._pending
-            records.append(Record(self.episode_id, self._step, p.actor, -1, 0.0, 0.0, False, True, p.state))
-        return records, [self._close(score, self._level, "truncated", game_over=False)]
+            records.append(Record(self.episode_id, self._step, p.actor, -1, 0.0, 0.0, False, True, p.ram, p.prev_ram))
+        return records, [self._close(self._last_score, self._level, "truncated", game_over=False)]
 
     # -- internals -------------------------------------------------------------------------
     def _open(self, score: int, evaluation: bool) -> None:
         self.episode_id = self.next_episode_id
         self.next_episode_id += 1
         self._step = 0
-        self._start_score = score
+        self._start_score = self._last_score = score
         self._game_reward = self._shaping = 0.0
         self._actors = {}
         self._evaluation = evaluation
         self._pending = None
-        self._last = None
 
     def _outcome(self, score: int, died: bool) -> Record:
         p = self._pending
         r = game_reward(score - p.score, died, self.reward)
         shaping = 0.0 if died else self.reward.survival_bonus
-        rec = Record(self.episode_id, self._step, p.actor, p.action, r, shaping, died, False, p.state)
+        rec = Record(self.episode_id, self._step, p.actor, p.action, r, shaping, died, False, p.ram, p.prev_ram)
         self._step += 1
         self._game_reward += r
         self._shaping += shaping
@@ -169,5 +168,4 @@ class EpisodeTracker:
                          dict(self._actors))
         self.episode_id = None
         self._pending = None
-        self._last = None
         return out

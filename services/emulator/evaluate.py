@@ -5,7 +5,8 @@
 
 Every game starts from the same MAME save state, taken on the first play tick of the first
 level, and is played by the network alone (epsilon-greedy with the evaluation epsilon, the
-checkpoint's own by default) over all its lives.  --video records one game with MAME's own
+checkpoint's own by default) over all its lives, by the worker's rules (the superzapper gate
+applies).  --video records one game with MAME's own
 recorder (-mngwrite / -aviwrite; AVI is uncompressed, ~55 MB per emulated second) and then
 stops.  The last line is a JSON summary.
 """
@@ -23,44 +24,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tempest_common.actions import ACTIONS, NUM_ACTIONS, gate_zap_one
-from tempest_common.game_state import is_start_of_play, summarize_tick
+from tempest_common.actions import NUM_ACTIONS
 from tempest_common.network import network_from_state_dict
 
-from .bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeServer
-from .mame_process import MameProcess, check_rom_dir
+from .mame_process import check_rom_dir
 from .network_policy import NetworkPolicy
+from .session import GameSession, TickKind
 
 
 def load_network(path: str):
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    weights = {k: v.float().numpy() for k, v in state["online"].items()}
-    return network_from_state_dict(weights), state
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    weights = {k: v.float().numpy() for k, v in checkpoint["online"].items()}
+    return network_from_state_dict(weights), checkpoint
 
 
-def play_game(server: BridgeServer, policy: NetworkPolicy, msg, epsilon: float, max_ticks: int,
+def play_game(session: GameSession, policy: NetworkPolicy, epsilon: float, max_ticks: int,
               rng: np.random.Generator) -> tuple[int, int, int, bool]:
-    """From the tick `msg` (start of play) to game over; returns (score, level, ticks, capped)."""
-    prev, ticks, since_zap = None, 0, 10**6
-    while True:
-        s = summarize_tick(msg.ram)
-        if s.in_play and not s.player_alive and s.lives <= 1:
-            server.reply(CMD_ACT)
-            return s.score, s.level + 1, ticks, False
-        if ticks >= max_ticks:
-            server.reply(CMD_ACT)
-            return s.score, s.level + 1, ticks, True
-        if s.in_play and s.player_alive:
-            action = int(rng.integers(NUM_ACTIONS)) if rng.random() < epsilon else policy.act(msg.ram, prev)
-            action = gate_zap_one(int(action), int(msg.ram[0x3AA]), since_zap)
-            a = ACTIONS[action]
-            since_zap = 0 if a.zap else since_zap + 1
-            server.reply(CMD_ACT, a.fire, a.zap, a.spinner)
-            prev, ticks = msg.ram, ticks + 1
+    """One game from the saved start of play to game over; returns (score, level, ticks, capped)."""
+    tick, prev, ticks = session.restart(), None, 0
+    while tick.kind is not TickKind.GAME_OVER and ticks < max_ticks:
+        if tick.decides:
+            session.act(int(rng.integers(NUM_ACTIONS)) if rng.random() < epsilon else policy.act(tick.ram, prev))
+            prev, ticks = tick.ram, ticks + 1
         else:
-            server.reply(CMD_ACT)
+            session.pass_tick()
             prev = None
-        msg = server.receive(30)
+        tick = session.next_tick()
+    return tick.score, tick.level + 1, ticks, tick.kind is not TickKind.GAME_OVER
 
 
 def main(argv=None) -> int:
@@ -76,8 +66,8 @@ def main(argv=None) -> int:
         ap.error("--games and --max-ticks must be at least 1")
     rompath = os.environ.get("TEMPEST_ROMPATH", "")
     check_rom_dir(rompath)
-    net, state = load_network(args.checkpoint)
-    epsilon = state["live"]["evaluation_epsilon"] if args.epsilon is None else args.epsilon
+    net, checkpoint = load_network(args.checkpoint)
+    epsilon = checkpoint["live"]["evaluation_epsilon"] if args.epsilon is None else args.epsilon
     policy = NetworkPolicy("", metrics=None)
     policy.net = net
     workdir = tempfile.mkdtemp(prefix="tempest-eval-")
@@ -87,31 +77,17 @@ def main(argv=None) -> int:
         if flag is None:
             ap.error("--video must end in .mng or .avi")
         extra, args.games = [flag, "evaluation" + Path(args.video).suffix.lower()], 1
-    server = BridgeServer()
-    mame = MameProcess(rompath, server.port, workdir, reply_fifo=server.reply_fifo, extra_args=extra)
-    mame.start()
+    session = GameSession.launch(rompath, workdir=workdir, extra_args=tuple(extra))
     rng = np.random.default_rng(args.seed)
     results = []
     try:
-        server.accept(60)
-        server.reply()
-        msg = server.receive(30)
-        while not is_start_of_play(msg.ram):
-            server.reply()
-            msg = server.receive(30)
-        msg = server.command(CMD_SAVE, 30)
         for game in range(args.games):
-            if game:
-                msg = server.command(CMD_LOAD, 30)
-            score, level, ticks, capped = play_game(server, policy, msg, epsilon, args.max_ticks, rng)
+            score, level, ticks, capped = play_game(session, policy, epsilon, args.max_ticks, rng)
             results.append(score)
             print(f"game {game + 1}: {score} points, level {level}, {ticks} ticks{' (capped)' if capped else ''}",
                   flush=True)
-            msg = server.receive(30)
-        server.reply(CMD_EXIT)
     finally:
-        mame.stop(grace_s=10.0)
-        server.close()
+        session.close(grace_s=10.0)
     if args.video:
         shutil.move(str(Path(workdir) / "snap" / ("evaluation" + Path(args.video).suffix.lower())), args.video)
         print(f"video of game 1: {args.video}")

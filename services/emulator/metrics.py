@@ -1,4 +1,4 @@
-"""Prometheus metrics of one emulator worker (names fixed by DESIGN.md where it names them)."""
+"""Prometheus metrics of one emulator worker (names fixed by docs/design.md where it names them)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram

@@ -12,28 +12,26 @@ import os
 
 import numpy as np
 
-from .bridge import CMD_ACT, CMD_EXIT, BridgeServer
-from .mame_process import MameProcess
+from tempest_common.actions import encode_action, spinner_index
+
+from .session import GameSession
 
 
 def record(rompath: str, ticks: int, seed: int = 0) -> np.ndarray:
-    server = BridgeServer()
-    mame = MameProcess(rompath, server.port, reply_fifo=server.reply_fifo)
-    mame.start()
+    session = GameSession.launch(rompath)
     rng = np.random.default_rng(seed)
     rams = []
     try:
-        server.accept(60)
-        server.reply()
         while len(rams) < ticks:
-            msg = server.receive(10)
-            server.reply(CMD_ACT, fire=rng.random() < 0.9, spinner=int(rng.choice([-6, 0, 6])))
-            rams.append(msg.ram)
-        server.receive(10)
-        server.reply(CMD_EXIT)
+            tick = session.next_tick()
+            fire, spin = rng.random() < 0.9, int(rng.choice([-6, 0, 6]))  # drawn every tick: same seed, same game
+            if tick.decides:
+                session.act(encode_action(fire, False, spinner_index(spin)))
+            else:
+                session.pass_tick()
+            rams.append(tick.ram)
     finally:
-        mame.stop()
-        server.close()
+        session.close()
     return np.stack(rams)
 
 

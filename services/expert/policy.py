@@ -6,7 +6,7 @@
 No I/O; numpy only; no Python loop over the batch.  Lane distances are measured from the
 PLAYER's lane, signed, wrapping (+-8) on closed tubes and not on open ones.  The rules, in order:
 
-0. Outside play/zoom (gamestate not 0x04/0x20), or while the player is dying: NOOP.
+0. Outside play/zoom (mode not 0x04/0x20), or while the player is dying: NOOP.
 1. Zoom (0x20): steer to the nearest lane without a spike; if every lane has one, to the lane
    with the shortest spike (largest tip depth); fire.
 2. Danger (play).  Threats: a flipper, or a pulsar while pulsars are lethal, at depth <= 0x60
@@ -58,7 +58,7 @@ import numpy as np
 
 from tempest_common.actions import NOOP, NUM_SPINNER, SPINNER_SPEEDS, ZAP_COOLDOWN_TICKS, ZAP_USES_PER_LEVEL
 from tempest_common.game_state import (ENEMY_FLIPPER, ENEMY_FUSEBALL, ENEMY_PULSAR, ENEMY_SPIKER, ENEMY_TANKER,
-                                       GS_PLAY, GS_ZOOM, NUM_ENEMY_SLOTS, NUM_LANES, RIM_DEPTH, GameState)
+                                       MODE_PLAY, MODE_ZOOM, NUM_ENEMY_SLOTS, NUM_LANES, RIM_DEPTH, GameState)
 
 SPIN_SIGN = -1            # lane direction of a positive spinner value (see the module docstring)
 DANGER_DEPTH = 0x60       # flippers / lethal pulsars / enemy shots this close threaten +-1 lane
@@ -231,10 +231,10 @@ del _T_LANES, _T_FLAGS, _on, _fc, _kind, _lane, _sd, _n, _j, _r, _lethal, _etype
 
 def expert_actions(states: GameState, ticks_since_zap: np.ndarray | None = None) -> np.ndarray:
     """Joint action index (int16[B]) per state of a batched GameState (leading dim B)."""
-    gs = states.gamestate
+    gs = states.mode
     B = gs.shape[0]
-    play = gs == GS_PLAY
-    zoom = gs == GS_ZOOM
+    play = gs == MODE_PLAY
+    zoom = gs == MODE_ZOOM
     pl = states.player_lane & 15
     row = states.tube_open * 16 + pl                       # (open, player lane) row of the tables
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the learner (names fixed by DESIGN.md), including every live setting."""
+"""Prometheus metrics of the learner (names fixed by docs/design.md, "Metrics"), including every live setting."""
 from __future__ import annotations
 
 import dataclasses

@@ -65,7 +65,7 @@ class InPlace:
                 size += len(head) + nbytes
             else:
                 enc = _CODECS[meta["wire"]][0]
-                value = values[name] if meta["wire"] in ("arrays", "gamestate") else _py(values[name])
+                value = values[name] if meta["wire"] in ("arrays", "game_state") else _py(values[name])
                 parts.append(packer.pack(name) + packer.pack(enc(value, f"{cls.KIND}.{name}")))
                 size += len(parts[-1])
         self.buffer = buffer if buffer is not None and buffer.size >= size else np.empty(size, np.uint8)

@@ -10,14 +10,27 @@ import time
 import numpy as np
 import pytest
 
-from services.emulator.bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeClosed, BridgeServer
+from services.emulator.bridge import (CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, FLAG_LOADED, FLAG_SAVED, BridgeServer,
+                                      BridgeTimeout)
 from services.emulator.mame_process import MameProcess
-from tempest_common.game_state import is_start_of_play
+from services.emulator.session import TickClassifier, TickKind
 
 pytestmark = pytest.mark.game
 
 PLAY, ZOOM = 0x04, 0x20
 HOLD_FIRE_SPIN = (True, False, 9)   # fire while spinning: the game goes on until the player dies
+
+
+def command(server, cmd, timeout=30):
+    """Reply a save or load; return the message whose flags confirm it (neutral replies before)."""
+    flag = {CMD_SAVE: FLAG_SAVED, CMD_LOAD: FLAG_LOADED}[cmd]
+    server.reply(cmd)
+    for _ in range(1000):
+        msg = server.receive(timeout)
+        if msg.flags & flag:
+            return msg
+        server.reply(CMD_ACT)
+    pytest.fail(f"MAME did not confirm command {cmd}")
 
 
 def test_only_play_ticks_are_awaited_and_a_late_load_is_confirmed(rompath):
@@ -39,24 +52,25 @@ def test_only_play_ticks_are_awaited_and_a_late_load_is_confirmed(rompath):
         while True:
             try:
                 queued.append(server.receive(0.2))
-            except BridgeClosed:
+            except BridgeTimeout:
                 break
         assert len(queued) == 7 and all(not m.awaited for m in queued)
         assert mame.alive()
         for _ in range(8):
             server.reply(CMD_ACT)
         msg = server.receive(30)
+        classifier = TickClassifier()
         for _ in range(20_000):
             in_play = int(msg.ram[0]) in (PLAY, ZOOM)
-            assert msg.awaited == in_play, f"gamestate {msg.ram[0]:#x}: awaited={msg.awaited}"
+            assert msg.awaited == in_play, f"mode {msg.ram[0]:#x}: awaited={msg.awaited}"
             seen[in_play] += 1
-            if in_play and is_start_of_play(msg.ram):
+            if classifier.classify(msg.ram) is TickKind.START:
                 break
             server.reply(CMD_ACT)
             msg = server.receive(30)
         assert seen[False] > 0, "attract mode should send not-awaited messages"
 
-        saved = server.command(CMD_SAVE, 30)
+        saved = command(server, CMD_SAVE)
         assert saved.saved and saved.awaited
         start_ram = saved.ram.copy()
 
@@ -71,7 +85,7 @@ def test_only_play_ticks_are_awaited_and_a_late_load_is_confirmed(rompath):
             server.reply(CMD_ACT, *HOLD_FIRE_SPIN)
         else:
             pytest.fail("the game never left play")
-        loaded = server.command(CMD_LOAD, 30)
+        loaded = command(server, CMD_LOAD)
         assert loaded.loaded and loaded.awaited
         assert int(loaded.ram[0]) == PLAY
         # The whole of RAM is back at the saved start of play.

@@ -72,7 +72,7 @@ def test_worker_plays_random_episodes_and_reports_truthfully(rompath, tmp_path):
     t = np.load(trace)
     ram, ep_of_tick, step_of_tick = t["ram"], t["episode_id"], t["step"]
     tick_of = {(int(e), int(s)): i for i, (e, s) in enumerate(zip(ep_of_tick, step_of_tick)) if e >= 0}
-    gamestate = ram[:, 0]
+    mode = ram[:, 0]
     dying = (ram[:, 0x201] & 0x80) != 0
 
     rows = 0
@@ -83,7 +83,7 @@ def test_worker_plays_random_episodes_and_reports_truthfully(rompath, tmp_path):
         assert np.all(st >= LOWER) and np.all(st <= UPPER), "state value outside its documented range"
         for e, s in zip(b.episode_id, b.step):
             i = tick_of[(int(e), int(s))]
-            assert gamestate[i] in (0x04, 0x20), f"transition from gamestate 0x{gamestate[i]:02x}"
+            assert mode[i] in (0x04, 0x20), f"transition from mode 0x{mode[i]:02x}"
             assert not dying[i]
         rows += len(b.episode_id)
     assert rows > 1000
@@ -93,7 +93,7 @@ def test_worker_plays_random_episodes_and_reports_truthfully(rompath, tmp_path):
     terminal_rows = {(int(e), int(s)) for b in batches for e, s, term in zip(b.episode_id, b.step, b.terminal) if term}
     for s in terminal:
         last = tick_of[(s.episode_id, s.length - 1)]
-        edge = last + 1 + int(np.argmax(dying[last + 1:] | np.isin(gamestate[last + 1:], (0x04, 0x20))))
+        edge = last + 1 + int(np.argmax(dying[last + 1:] | np.isin(mode[last + 1:], (0x04, 0x20))))
         assert dying[edge], "a terminal episode must end on the death edge"
         assert s.game_score == bcd_score(ram[edge]), "reported game score differs from the BCD score in RAM"
         first = tick_of[(s.episode_id, 0)]

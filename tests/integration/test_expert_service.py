@@ -72,7 +72,7 @@ def test_client_times_out_cleanly_without_a_service():
 def test_client_refuses_an_unbatched_state_before_sending(expert):
     url, _, _ = expert
     client = ExpertClient(url)
-    with pytest.raises(MessageError, match="bad_gamestate"):
+    with pytest.raises(MessageError, match="bad_game_state"):
         client.act(decode_ram(FIRST_LIVES[150]), timeout_ms=5000)  # needs a batch dimension
     assert client.act(decode_ram(FIRST_LIVES[150:151]), timeout_ms=5000) is not None
     client.close()

@@ -3,19 +3,21 @@ import numpy as np
 import pytest
 
 from services.emulator.episodes import EpisodeTracker, RewardConfig, game_reward
-from tempest_common.game_state import decode_ram, summarize_tick
-from tempest_common.state_vector import encode_state
+from services.emulator.session import Tick, TickClassifier
+from tempest_common.game_state import decode_ram
 from tests.unit.recorded import FIRST_LIVES, GAME_OVER, ZOOM
 
 REWARD = RewardConfig(scale=0.01, clip=10.0, death_penalty=5.0, survival_bonus=0.1)
 
 
 def run(ticks, truncate_at_end=False, actor=2):
-    tracker = EpisodeTracker(REWARD)
+    tracker, classifier = EpisodeTracker(REWARD), TickClassifier()
     states = decode_ram(ticks)
-    records, ends = [], []
+    records, ends, prev = [], [], None
     for i in range(len(ticks)):
-        r, e = tracker.observe(summarize_tick(ticks[i]), encode_state(states[i]), action=i % 44, actor=actor)
+        tick = Tick(classifier.classify(ticks[i]), ticks[i], i)
+        r, e = tracker.observe(tick, prev, (actor, i % 44) if tick.decides else None)
+        prev = ticks[i] if tick.decides else None
         records += r
         ends += e
     if truncate_at_end:
@@ -73,10 +75,20 @@ def test_first_life_rewards_and_score():
     assert [r.action for r in records[:3]] == [33 % 44, 34 % 44, 35 % 44]
 
 
-def test_zoom_states_are_recorded():
-    records, _, states = run(ZOOM, truncate_at_end=True)
-    zoom_flags = [r.state[0] for r in records]
-    assert 1.0 in zoom_flags and 0.0 in zoom_flags
+def test_zoom_ticks_are_recorded_with_their_previous_tick():
+    records, _, _ = run(ZOOM, truncate_at_end=True)
+    modes = [int(r.ram[0]) for r in records]
+    assert 0x20 in modes and 0x04 in modes
+    assert records[0].prev_ram is None
+    assert all(np.array_equal(b.prev_ram, a.ram) for a, b in zip(records, records[1:]) if b.prev_ram is not None)
+    after_zoom = [b for a, b in zip(records, records[1:]) if a.ram[0] == 0x20 and b.ram[0] == 0x04]
+    assert after_zoom and after_zoom[0].prev_ram is None, "between-level ticks reset the velocities"
+
+
+def test_a_decision_tick_needs_a_decision():
+    tracker = EpisodeTracker(REWARD)
+    with pytest.raises(ValueError, match="START tick needs a decision"):
+        tracker.observe(Tick(TickClassifier().classify(FIRST_LIVES[33]), FIRST_LIVES[33], 0), None, None)
 
 
 def test_game_over_and_new_game():

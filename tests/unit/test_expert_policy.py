@@ -199,7 +199,7 @@ def _zoom_with_shots(shots):
     return shots_flying(ram, shots)
 
 
-def _gamestate(value):
+def _mode(value):
     ram = enemy(base_ram(), 0, TANKER, 14, 0xA0)
     ram[0x00] = value
     return ram
@@ -247,8 +247,8 @@ CASES = {
     "own lane empty, 3 shots flying: fire": (_deep_tanker_other_lane(3), +1, True, None, None),
     "own lane empty, 4 shots flying: hold fire (keep a reserve)": (_deep_tanker_other_lane(4), +1, False, None, None),
     "zoom, 7 shots flying: fire": (_zoom_with_shots(7), 0, True, False, None),
-    "level select: NOOP": (_gamestate(0x16), None, None, None, NOOP),
-    "high-score entry: NOOP": (_gamestate(0x12), None, None, None, NOOP),
+    "level select: NOOP": (_mode(0x16), None, None, None, NOOP),
+    "high-score entry: NOOP": (_mode(0x12), None, None, None, NOOP),
 }
 
 

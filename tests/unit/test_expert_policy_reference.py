@@ -16,7 +16,7 @@ from services.expert.policy import (DANGER_DEPTH, DODGE_SPEED, FREE_FIRE_SHOTS, 
                                     ZAP_FIRST_COUNT, ZAP_NEAR_DEPTH, expert_actions)
 from tempest_common.actions import NOOP, NUM_SPINNER, SPINNER_SPEEDS, ZAP_COOLDOWN_TICKS, ZAP_USES_PER_LEVEL
 from tempest_common.game_state import (ENEMY_FLIPPER, ENEMY_FUSEBALL, ENEMY_PULSAR, ENEMY_SPIKER, ENEMY_TANKER,
-                                       GS_PLAY, GS_ZOOM, NUM_LANES, RIM_DEPTH, GameState, decode_ram)
+                                       MODE_PLAY, MODE_ZOOM, NUM_LANES, RIM_DEPTH, GameState, decode_ram)
 from tempest_common.messages import ExpertRequest
 from tempest_common.wire import decode, encode
 from tests.unit.recorded import FIRST_LIVES, GAME_OVER, ZOOM
@@ -52,14 +52,14 @@ for _d in (-1, 1):
 
 def reference_actions(states: GameState, ticks_since_zap: np.ndarray | None = None) -> np.ndarray:
     """Joint action index (int16[B]) per state of a batched GameState (leading dim B)."""
-    gs = states.gamestate
+    gs = states.mode
     B = gs.shape[0]
     rows = np.arange(B)
     rows_c = rows[:, None]
     pl = states.player_lane & 15
     op = states.tube_open.astype(np.intp)
-    play = gs == GS_PLAY
-    zoom = gs == GS_ZOOM
+    play = gs == MODE_PLAY
+    zoom = gs == MODE_ZOOM
     dist_pl = _DIST[op, pl]                                      # [B, 16] player -> every lane
     spin = np.full(B, _SPIN_BY_D[16])
     zap = np.zeros(B, bool)
@@ -204,4 +204,4 @@ def test_random_states_exercise_the_rules():
     assert (actions != NOOP).mean() > 0.4
     assert len(np.unique(actions % NUM_SPINNER)) >= 8
     assert (actions // NUM_SPINNER >= 2).sum() > 50          # superzaps
-    assert (states.gamestate == GS_ZOOM).sum() > 200
+    assert (states.mode == MODE_ZOOM).sum() > 200

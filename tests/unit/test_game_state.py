@@ -2,20 +2,21 @@
 import numpy as np
 import pytest
 
-from tempest_common.game_state import (FIELD_SPECS, GS_PLAY, GS_ZOOM, GameState, decode_bcd_score, summarize_tick,
-                                       decode_ram, lane_distance)
+from tempest_common.game_state import FIELD_SPECS, MODE_PLAY, MODE_ZOOM, GameState, decode_ram, lane_distance
+from tempest_common.ram_map import bcd_score
 from tests.unit.recorded import FIRST_LIVES, GAME_OVER, ZOOM
 
 
 def test_bcd_score_low_byte_first():
     ram = np.zeros(1024, np.uint8)
     ram[0x40], ram[0x41], ram[0x42] = 0x50, 0x34, 0x12
-    assert decode_bcd_score(ram) == 123450
+    assert bcd_score(ram) == 123450
+    assert list(bcd_score(np.stack([ram, np.zeros(1024, np.uint8)]))) == [123450, 0]
 
 
 def test_recorded_first_life():
     s = decode_ram(FIRST_LIVES)
-    assert s.gamestate[33] == GS_PLAY and not np.any(s.gamestate[:33] == GS_PLAY)
+    assert s.mode[33] == MODE_PLAY and not np.any(s.mode[:33] == MODE_PLAY)
     assert s.player_alive[275] and not s.player_alive[276], "death edge at tick 276"
     assert s.score[276] == 450 and s.lives[276] == 3
     assert not s.attract[33]
@@ -28,8 +29,8 @@ def test_recorded_first_life():
 
 def test_recorded_zoom_and_game_over():
     z = decode_ram(ZOOM)
-    assert z.gamestate[9] == GS_ZOOM and bool(z.in_play[9])
-    between = np.isin(z.gamestate, (0x0E, 0x18))
+    assert z.mode[9] == MODE_ZOOM and bool(z.in_play[9])
+    between = np.isin(z.mode, (0x0E, 0x18))
     assert between.any() and not np.any(z.in_play[between]), "between-level states are not play"
     g = decode_ram(GAME_OVER)
     assert g.lives[13] == 1 and not g.player_alive[13]
@@ -62,11 +63,3 @@ def test_decode_rejects_wrong_size():
 ])
 def test_lane_distance(frm, to, tube_open, expected):
     assert lane_distance(frm, to, tube_open) == expected
-
-
-def test_tick_summary_matches_full_decode():
-    for ticks in (FIRST_LIVES, ZOOM, GAME_OVER):
-        s = decode_ram(ticks)
-        for i in range(len(ticks)):
-            t = summarize_tick(ticks[i])
-            assert t == (s.gamestate[i], s.in_play[i], s.player_alive[i], s.score[i], s.lives[i], s.level[i])

@@ -1,6 +1,6 @@
 """Structure of the Prometheus and Grafana files (no Prometheus or Grafana server here).
 
-The alert names and metric names are fixed by DESIGN.md ("Fixed interfaces"); the PromQL itself runs
+The alert names and metric names are fixed by docs/design.md ("Metrics", "Alerts"); the PromQL itself runs
 against a real Prometheus in tests/integration/test_promtool.py.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ DESIGN_ALERTS = {
     "TempestTargetAgeStuck", "TempestNonFiniteLoss", "TempestNoFrames",
 }
 
-# Every metric the rules and the dashboard may name (DESIGN.md's, plus the workers' extra ones).
+# Every metric the rules and the dashboard may name (docs/design.md's, plus the workers' extra ones).
 KNOWN_METRICS = {
     "tempest_learner_q_min", "tempest_learner_q_max", "tempest_learner_q_mean", "tempest_learner_loss",
     "tempest_learner_grad_norm", "tempest_learner_grad_clip_ratio", "tempest_learner_lr",

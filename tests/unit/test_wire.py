@@ -205,7 +205,7 @@ def test_dict_and_arrays_fields():
     assert _reason(msgpack.packb(obj, use_bin_type=True)) == "bad_array"
 
 
-def test_gamestate_checks():
+def test_game_state_checks():
     def mutated(**changes):
         obj = _raw(EXAMPLES["expert_request"])
         for k, v in changes.items():
@@ -215,17 +215,17 @@ def test_gamestate_checks():
                 obj["states"][k] = v
         return _reason(msgpack.packb(obj, use_bin_type=True))
     data = _raw(EXAMPLES["expert_request"])["states"]["data"]
-    assert mutated(layout=None) == "bad_gamestate"
-    assert mutated(layout=12345) == "bad_gamestate"           # a peer with another GameState layout
-    assert mutated(n=3) == "bad_gamestate"                    # 3 states announced, 2 sent
-    assert mutated(data=data[:-1]) == "bad_gamestate"         # truncated record
-    assert mutated(n=-1) == "bad_gamestate"
-    assert mutated(extra=1) == "bad_gamestate"
+    assert mutated(layout=None) == "bad_game_state"
+    assert mutated(layout=12345) == "bad_game_state"           # a peer with another GameState layout
+    assert mutated(n=3) == "bad_game_state"                    # 3 states announced, 2 sent
+    assert mutated(data=data[:-1]) == "bad_game_state"         # truncated record
+    assert mutated(n=-1) == "bad_game_state"
+    assert mutated(extra=1) == "bad_game_state"
     # a bool field holding something other than 0/1
     from tempest_common.wire import _GS_DTYPE
     records = np.frombuffer(data, _GS_DTYPE).copy()
     records.view(np.uint8).reshape(2, -1)[:, _GS_DTYPE.fields["attract"][1]] = 7
-    assert mutated(data=records.tobytes()) == "bad_gamestate"
+    assert mutated(data=records.tobytes()) == "bad_game_state"
     single = EXAMPLES["expert_request"].states[0]  # unbatched state: not allowed on the wire
     with pytest.raises(MessageError):
         encode(m.ExpertRequest(1, single))

@@ -16,7 +16,7 @@ from tempest_common.game_state import GameState, decode_ram
 B, D = 2, 3
 
 
-def example_gamestate() -> GameState:
+def example_mode() -> GameState:
     ram = (np.arange(2 * 1024, dtype=np.int64) * 7 % 256).astype(np.uint8).reshape(2, 1024)
     return decode_ram(ram)
 
@@ -45,7 +45,7 @@ def examples() -> dict[str, m.Message]:
             wall_time=1700000000.5),
         m.Heartbeat(worker_id="w0", frames_total=100000, episodes_total=42, video_fps=60.0,
                     frames_per_s=27.5, wall_time=1700000001.25),
-        m.ExpertRequest(request_id=7, states=example_gamestate()),
+        m.ExpertRequest(request_id=7, states=example_mode()),
         m.ExpertReply(request_id=7, actions=np.array([1, 17], np.int16), error=None),
         m.SampleRequest(request_id=8, batch_size=2, n_step=3, gamma=0.99, prioritized=True,
                         beta=0.4, wait_s=0.5),

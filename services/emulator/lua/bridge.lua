@@ -37,7 +37,14 @@ local MAX_UNANSWERED = 8
 local READ_SIZE = 512
 local STATE_NAME = os.getenv("TEMPEST_BRIDGE_STATE_NAME") or "start"
 
-local GS_PLAY, GS_ZOOM, GS_LEVEL_SELECT, GS_HIGH_SCORE = 0x04, 0x20, 0x16, 0x12
+-- Protocol numbers and RAM addresses, under the names services/emulator/bridge.py and
+-- tempest_common/ram_map.py give them (a unit test checks that both sides agree).
+local CMD_ACT, CMD_SAVE, CMD_LOAD, CMD_EXIT = 0, 1, 2, 3
+local FLAG_LOADED, FLAG_SAVED, FLAG_NOT_AWAITED = 1, 2, 4
+local MODE, TICK, GAME_FLAGS, CREDITS, SPINNER = 0x0000, 0x0003, 0x0005, 0x0006, 0x0050
+local MODE_PLAY, MODE_ZOOM, MODE_LEVEL_SELECT, MODE_HIGH_SCORE = 0x04, 0x20, 0x16, 0x12
+local GAME_RUNNING_BIT = 0x80
+local RAM_SIZE = 0x400
 
 local machine = manager.machine
 local mem = machine.devices[":maincpu"].spaces["program"]
@@ -48,7 +55,7 @@ local start_field = machine.ioport.ports[":IN2"].fields["1 Player Start"]
 local sock = nil
 local doorbell = nil
 local video_frame = 0
-local prev_tick = nil       -- last seen $0003; nil forces a message on the next frame
+local prev_tick = nil       -- last seen TICK byte; nil forces a message on the next frame
 local pending_flags = 0     -- flags for the next message (loaded / saved)
 local nav_frames = 0        -- frame counter for the script's own menu presses
 local fire, zap, spin = 0, 0, 0
@@ -125,13 +132,13 @@ end
 -- the game itself there) and once a save or load has just happened.  Returns false on exit.
 local function carry_out(reply, use_inputs)
   local cmd, buttons, spinner = string.unpack("<BBb", reply)
-  if cmd == 3 then quit("worker asked to exit"); return false end
-  if cmd == 1 or cmd == 2 then
+  if cmd == CMD_EXIT then quit("worker asked to exit"); return false end
+  if cmd == CMD_SAVE or cmd == CMD_LOAD then
     -- Determinism: inputs neutral on the frame of the call, and the tick detector and the
     -- menu counter restart at the same point after a save and after a load.
     neutral_inputs()
-    if cmd == 1 then machine:save(STATE_NAME); pending_flags = 2
-    else machine:load(STATE_NAME); pending_flags = 1 end
+    if cmd == CMD_SAVE then machine:save(STATE_NAME); pending_flags = FLAG_SAVED
+    else machine:load(STATE_NAME); pending_flags = FLAG_LOADED end
     prev_tick = nil
     nav_frames = 0
     command_frame = video_frame
@@ -171,10 +178,10 @@ local function exchange(kind, awaited)
     if not catch_up(true, MAX_UNANSWERED - 1) then return false end
     if command_frame == video_frame then return true end  -- its message goes out next frame
   end
-  local flags = pending_flags | (awaited and 0 or 4)
+  local flags = pending_flags | (awaited and 0 or FLAG_NOT_AWAITED)
   local header = string.pack("<c1c1BBI4", "T", kind, flags, 0, video_frame)
   pending_flags = 0
-  local ok = pcall(function() sock:write(header .. mem:read_range(0x0000, 0x03FF, 8)) end)
+  local ok = pcall(function() sock:write(header .. mem:read_range(0, RAM_SIZE - 1, 8)) end)
   if not ok then quit("write to worker failed"); return false end
   if not awaited then
     fire, zap, spin = 0, 0, 0   -- what a neutral reply would set: play resumes from no input
@@ -189,11 +196,11 @@ local function exchange(kind, awaited)
 end
 
 -- Outside play the game needs a start press (attract) or fire (level select, high scores).
-local function navigate(gamestate)
+local function navigate(mode)
   nav_frames = nav_frames + 1
-  local attract = (mem:read_u8(0x0005) & 0x80) == 0
+  local attract = (mem:read_u8(GAME_FLAGS) & GAME_RUNNING_BIT) == 0
   start_field:set_value((attract and nav_frames % 50 < 5) and 1 or 0)
-  local press = (gamestate == GS_LEVEL_SELECT or gamestate == GS_HIGH_SCORE) and nav_frames % 20 < 3
+  local press = (mode == MODE_LEVEL_SELECT or mode == MODE_HIGH_SCORE) and nav_frames % 20 < 3
   fire_field:set_value(press and 1 or 0)
   zap_field:set_value(0)
 end
@@ -204,14 +211,14 @@ local function on_frame()
     if not exchange("H", true) then return end
   end
   video_frame = video_frame + 1
-  mem:write_u8(0x0006, 2)  -- free play: credits always available
+  mem:write_u8(CREDITS, 2)  -- free play: credits always available
   if unanswered > 0 then
     if not catch_up(false, 0) then return end
     if command_frame == video_frame then return end  -- a late save or load just happened
   end
-  local gamestate = mem:read_u8(0x0000)
-  local in_play = gamestate == GS_PLAY or gamestate == GS_ZOOM
-  local tick = mem:read_u8(0x0003)
+  local mode = mem:read_u8(MODE)
+  local in_play = mode == MODE_PLAY or mode == MODE_ZOOM
+  local tick = mem:read_u8(TICK)
   if tick ~= prev_tick then
     prev_tick = tick
     if not exchange("S", in_play) then return end
@@ -221,9 +228,9 @@ local function on_frame()
     start_field:set_value(0)
     fire_field:set_value(fire)
     zap_field:set_value(zap)
-    mem:write_u8(0x0050, spin & 0xFF)
+    mem:write_u8(SPINNER, spin & 0xFF)
   else
-    navigate(gamestate)
+    navigate(mode)
   end
 end
 

@@ -1,7 +1,10 @@
 """Markdown tables generated from code, embedded in READMEs between marker comments.
 
-    python -m tempest_common.docs          # rewrite every README's generated blocks
-A unit test checks the READMEs hold exactly what this generates, so docs match the code.
+    python -m tools.readme_tables          # rewrite every README's generated blocks
+
+A unit test (tests/unit/test_docs.py) checks the READMEs hold exactly what this generates, so the
+docs match the code.  It lives in tools/, not in the shared package, because it imports every
+service's configuration.
 """
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import re
 import sys
 from pathlib import Path
 
-from .config import describe
-from .state_vector import FEATURES
+from tempest_common.config import describe
+from tempest_common.state_vector import FEATURES
 
 REPO = Path(__file__).resolve().parent.parent
 

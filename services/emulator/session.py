@@ -1,0 +1,243 @@
+"""GameSession: one MAME running Tempest, played tick by tick by the rules every player shares.
+
+The worker, `evaluate.py`, `record_ram.py` and `TempestEnv` play through this class; it is the only
+code that calls `BridgeServer.receive` and `reply`.  Every message MAME sends becomes a `Tick` of
+one `TickKind`, and every tick gets exactly one answer:
+  - `act(action)` on a decision tick (START, PLAY, ZOOM): the superzapper gate is applied here, for
+    every policy alike, and the action actually played is returned;
+  - `pass_tick()` on any other tick (outside play MAME drives the game itself);
+  - `save()` / `load()` on any tick: MAME confirms by the flags of a later message, never by
+    timing; ticks of the old game that arrive before a load is confirmed are answered here and
+    never returned; `restart()` blocks until play starts over from the saved start of play;
+  - `exit()` asks MAME to quit.
+Tick kinds come from `TickClassifier`, which is pure and needs nothing but RAM.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from tempest_common import ram_map as M
+from tempest_common.actions import ACTIONS, gate_zap_one
+
+from .bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeClosed, BridgeServer, BridgeTimeout
+from .mame_process import MameProcess
+
+POLL_S = 0.25  # receive in slices this long, so a stop request is seen quickly even if MAME stalls
+LONG_AGO = 10**6  # ticks since the last zap, at the start of a game
+
+
+class TickKind(enum.IntEnum):
+    MENU = 0       # no decision: attract mode, level select, high scores, between levels, dying
+    START = 1      # the first live play tick of a game (also every tick a load returns to)
+    PLAY = 2
+    ZOOM = 3       # flying down the tube to the next level: the player steers and fires
+    DEATH = 4      # the death edge, lives left
+    GAME_OVER = 5  # the death edge of the last life
+
+
+DECISIONS = frozenset((TickKind.START, TickKind.PLAY, TickKind.ZOOM))
+DEATHS = frozenset((TickKind.DEATH, TickKind.GAME_OVER))
+
+
+class Tick(NamedTuple):
+    kind: TickKind
+    ram: np.ndarray      # uint8[1024], RAM $0000-$03FF
+    video_frame: int     # MAME video frames since it started
+    loaded: bool = False  # the first tick after a load of the saved start of play
+
+    @property
+    def decides(self) -> bool:
+        return self.kind in DECISIONS
+
+    @property
+    def score(self) -> int:
+        return int(M.bcd_score(self.ram))
+
+    @property
+    def lives(self) -> int:
+        return int(self.ram[M.LIVES])
+
+    @property
+    def level(self) -> int:
+        return int(self.ram[M.LEVEL])
+
+
+class TickClassifier:
+    """RAM of consecutive ticks -> TickKind.  A death edge is the first tick with the player dead
+    after a live play tick; the last life is the one that ends with at most one life shown."""
+
+    def __init__(self):
+        self.in_game = False   # a START was seen and no game over since
+        self.in_life = False   # a live play tick was seen and no death edge since
+
+    def restart(self) -> None:
+        """The next tick is the saved start of play (a load)."""
+        self.in_game = self.in_life = False
+
+    def classify(self, ram) -> TickKind:
+        if ram[M.PLAYER_STATE] & M.PLAYER_DEAD_BIT:
+            if not self.in_life:
+                return TickKind.MENU
+            self.in_life = False
+            if ram[M.LIVES] <= 1:
+                self.in_game = False
+                return TickKind.GAME_OVER
+            return TickKind.DEATH
+        mode = ram[M.MODE]
+        if (mode != M.MODE_PLAY and mode != M.MODE_ZOOM) or not ram[M.GAME_FLAGS] & M.GAME_RUNNING_BIT:
+            return TickKind.MENU
+        self.in_life = True
+        if not self.in_game:
+            self.in_game = True
+            return TickKind.START
+        return TickKind.ZOOM if mode == M.MODE_ZOOM else TickKind.PLAY
+
+
+class GameSession:
+    def __init__(self, server: BridgeServer, mame: MameProcess, tick_timeout_s: float = 10.0,
+                 stopping: Callable[[], bool] = lambda: False):
+        self.server, self.mame = server, mame
+        self.tick_timeout_s = tick_timeout_s
+        self.stopping = stopping
+        self.classifier = TickClassifier()
+        self.tick: Tick | None = None      # the latest tick
+        self.has_start_state = False       # MAME confirmed a save of the start of play
+        self._owed = False                 # the latest tick still needs its answer
+        self._loading = False              # a load MAME has not confirmed yet
+        self._since_zap = LONG_AGO
+
+    @classmethod
+    def launch(cls, rompath: str, *, mame_binary: str | None = None, workdir: str | None = None,
+               extra_args: tuple[str, ...] = (), startup_timeout_s: float = 60.0, tick_timeout_s: float = 10.0,
+               stopping: Callable[[], bool] = lambda: False) -> "GameSession":
+        """Start MAME and wait for its bridge to connect (BridgeClosed if it does not)."""
+        server = BridgeServer()
+        mame = MameProcess(rompath, server.port, workdir, mame_binary, reply_fifo=server.reply_fifo,
+                           extra_args=list(extra_args))
+        try:
+            mame.start()
+            deadline = time.monotonic() + startup_timeout_s
+            while True:
+                try:
+                    server.accept(min(1.0, max(0.01, deadline - time.monotonic())))
+                    break
+                except BridgeTimeout:
+                    if not mame.alive():
+                        raise BridgeClosed(f"MAME exited during start-up (code {mame.proc.returncode}): "
+                                           f"{mame.log_tail(2)}") from None
+                    if stopping() or time.monotonic() > deadline:
+                        raise
+            server.reply()  # the hello
+        except BaseException:
+            mame.stop(grace_s=0.0)
+            server.close()
+            raise
+        return cls(server, mame, tick_timeout_s, stopping)
+
+    # -- ticks in ------------------------------------------------------------------------------
+    def next_tick(self) -> Tick:
+        """The next tick, owing its answer."""
+        if self._owed:
+            raise RuntimeError("answer the latest tick before asking for the next one")
+        while True:
+            msg = self._receive()
+            if self._loading and not msg.loaded:
+                self.server.reply(CMD_ACT)  # sent before MAME read the load: the game being left
+                continue
+            if msg.loaded:
+                self._loading = False
+                self.classifier.restart()
+                self._since_zap = LONG_AGO
+            if msg.saved:
+                self.has_start_state = True
+            self._since_zap += 1
+            self._owed = True
+            self.tick = Tick(self.classifier.classify(msg.ram), msg.ram, msg.video_frame, msg.loaded)
+            return self.tick
+
+    def _receive(self):
+        waited = 0.0
+        while True:
+            try:
+                return self.server.receive(POLL_S)
+            except BridgeTimeout:
+                waited += POLL_S
+                if self.stopping():
+                    raise BridgeClosed("stopping while MAME is silent") from None
+                if waited >= self.tick_timeout_s:
+                    raise BridgeTimeout(f"MAME stalled: no game tick for {waited:.0f} s") from None
+
+    # -- answers out ---------------------------------------------------------------------------
+    def act(self, action: int) -> int:
+        """Answer a decision tick with a joint action index; returns the action played (gated)."""
+        tick = self.tick
+        if not self._owed or not tick.decides:
+            raise RuntimeError(f"act() answers a decision tick, not {tick and tick.kind.name}")
+        action = gate_zap_one(int(action), int(tick.ram[M.ZAPS_USED]), self._since_zap)
+        a = ACTIONS[action]
+        self._answer(CMD_ACT, a.fire, a.zap, a.spinner)
+        if a.zap:
+            self._since_zap = 0
+        return action
+
+    def pass_tick(self) -> None:
+        """Neutral inputs (outside play MAME ignores the answer's inputs anyway)."""
+        self._answer(CMD_ACT)
+
+    def save(self) -> None:
+        """Save the start of play; `has_start_state` turns True with MAME's confirmation."""
+        self._answer(CMD_SAVE)
+
+    def load(self) -> None:
+        """Go back to the saved start of play; the next tick returned is its START (loaded=True)."""
+        if not self.has_start_state:
+            raise RuntimeError("no start of play has been saved on this MAME")
+        self._loading = True
+        self._answer(CMD_LOAD)
+
+    def exit(self) -> None:
+        self._answer(CMD_EXIT)
+
+    def _answer(self, command: int, fire: bool = False, zap: bool = False, spinner: int = 0) -> None:
+        if not self._owed:
+            raise RuntimeError("no tick to answer")
+        self._owed = False
+        self.server.reply(command, fire, zap, spinner)
+
+    # -- blocking helpers ----------------------------------------------------------------------
+    def restart(self, max_ticks: int = 100_000) -> Tick:
+        """Answer what is owed so that play starts over from the saved start of play, saving it
+        first (at this MAME's first START) if there is none; returns that START tick, owed."""
+        if not self.has_start_state:
+            tick = self.tick if self._owed else self.next_tick()
+            for _ in range(max_ticks):
+                if tick.kind is TickKind.START:
+                    break
+                self.pass_tick()
+                tick = self.next_tick()
+            else:
+                raise BridgeTimeout(f"the game did not reach play in {max_ticks} ticks")
+            self.save()
+            for _ in range(max_ticks):
+                tick = self.next_tick()
+                if self.has_start_state:
+                    break
+                self.pass_tick()
+        if not self._owed:
+            self.next_tick()
+        self.load()
+        return self.next_tick()
+
+    def close(self, grace_s: float = 3.0) -> None:
+        """Ask MAME to exit if it waits on an answer, then stop it (killed after grace_s)."""
+        try:
+            if self._owed:
+                self.exit()
+        except BridgeClosed:
+            pass
+        self.server.close()
+        self.mame.stop(grace_s=grace_s)
