@@ -49,23 +49,12 @@ def decode_action(index: int) -> Action:
     return Action(bool(buttons & 1), bool(buttons & 2), int(SPINNER_SPEEDS[spin]))
 
 
-def action_has_zap(index) -> np.ndarray:
-    return (np.asarray(index) // NUM_SPINNER & 2) != 0
-
-
 ACTIONS = tuple(decode_action(i) for i in range(NUM_ACTIONS))   # index -> Action, for hot loops
 
 
-def gate_zap_one(index: int, zaps_used: int, ticks_since_zap: int) -> int:
-    """`gate_zap` for one action, in plain Python: the worker calls it on every tick, where the
-    numpy version's scalar overhead (~15 us) sits on MAME's critical path."""
+def gate_zap(index: int, zaps_used: int, ticks_since_zap: int) -> int:
+    """The action without its zap unless the level has a use left and the cooldown has passed
+    (plain Python: the game session calls it on MAME's critical path, every decision tick)."""
     if ACTIONS[index].zap and (zaps_used >= ZAP_USES_PER_LEVEL or ticks_since_zap < ZAP_COOLDOWN_TICKS):
         return index - 2 * NUM_SPINNER
     return index
-
-
-def gate_zap(index, zaps_used, ticks_since_zap) -> np.ndarray:
-    """Drop the zap bit unless a use is left this level and the cooldown has passed (vectorised)."""
-    index = np.asarray(index, dtype=np.int64)
-    allowed = (np.asarray(zaps_used) < ZAP_USES_PER_LEVEL) & (np.asarray(ticks_since_zap) >= ZAP_COOLDOWN_TICKS)
-    return np.where(action_has_zap(index) & ~allowed, index - 2 * NUM_SPINNER, index)

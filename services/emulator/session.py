@@ -1,6 +1,6 @@
 """GameSession: one MAME running Tempest, played tick by tick by the rules every player shares.
 
-The worker, `evaluate.py`, `record_ram.py` and `TempestEnv` play through this class; it is the only
+The worker, `evaluate.py`, `TempestEnv` and tools/record_ram.py play through this class; it is the only
 code that calls `BridgeServer.receive` and `reply`.  Every message MAME sends becomes a `Tick` of
 one `TickKind`, and every tick gets exactly one answer:
   - `act(action)` on a decision tick (START, PLAY, ZOOM): the superzapper gate is applied here, for
@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from tempest_common import ram_map as M
-from tempest_common.actions import ACTIONS, gate_zap_one
+from tempest_common.actions import ACTIONS, gate_zap
 
 from .bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeClosed, BridgeServer, BridgeTimeout
 from .mame_process import MameProcess
@@ -177,7 +177,7 @@ class GameSession:
         tick = self.tick
         if not self._owed or not tick.decides:
             raise RuntimeError(f"act() answers a decision tick, not {tick and tick.kind.name}")
-        action = gate_zap_one(int(action), int(tick.ram[M.ZAPS_USED]), self._since_zap)
+        action = gate_zap(int(action), int(tick.ram[M.ZAPS_USED]), self._since_zap)
         a = ACTIONS[action]
         self._answer(CMD_ACT, a.fire, a.zap, a.spinner)
         if a.zap:

@@ -3,10 +3,12 @@
     client = ControlClient("tcp://127.0.0.1:5559")
     client.get()                        # {name: value} of every live setting
     client.set(lr=0.0005, n_step=3)     # validated by the learner; ControlError on a bad value
+
+The server is served by the learner's own loop (`serve_pending()` when `sock` is readable).  The
+client raises `ControlError` (reason "refused", detail: the learner's why) or `ControlTimeout`.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Callable
 
@@ -14,12 +16,17 @@ import zmq
 
 from tempest_common.config import ConfigError
 from tempest_common.messages import ControlReply, ControlRequest
+from tempest_common.request_client import RequestClient, RequestError, RequestTimeout
 from tempest_common.wire import MessageError, decode, encode
 
 log = logging.getLogger("learner.control")
 
 
-class ControlError(RuntimeError):
+class ControlError(RequestError):
+    pass
+
+
+class ControlTimeout(RequestTimeout):
     pass
 
 
@@ -62,23 +69,16 @@ class ControlServer:
 
 class ControlClient:
     def __init__(self, url: str, timeout_s: float = 10.0, context: zmq.Context | None = None):
-        self.url, self.timeout_ms = url, int(timeout_s * 1000)
-        self._sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(url)
-        self._ids = itertools.count(1)
+        self.url, self.timeout_s = url, timeout_s
+        self._rpc = RequestClient(url, ControlReply, context, peer="learner", error=ControlError,
+                                  timeout=ControlTimeout)
 
     def _call(self, op: str, settings: dict) -> dict:
-        rid = next(self._ids)
-        self._sock.send(encode(ControlRequest(rid, op, settings)))
-        while True:
-            if not self._sock.poll(self.timeout_ms):
-                raise ControlError(f"no answer from the learner at {self.url} within {self.timeout_ms / 1000:.0f} s")
-            reply = decode(self._sock.recv(), expect=ControlReply)
-            if reply.request_id in (rid, 0):
-                break
+        rid = self._rpc.new_id()
+        self._rpc.send(ControlRequest(rid, op, settings))
+        reply = self._rpc.receive(rid, self.timeout_s)
         if not reply.ok:
-            raise ControlError(reply.error or "refused")
+            raise ControlError("refused", reply.error or "no reason given")
         return dict(reply.settings)
 
     def get(self) -> dict:
@@ -88,4 +88,4 @@ class ControlClient:
         return self._call("set", changes)
 
     def close(self) -> None:
-        self._sock.close(0)
+        self._rpc.close()

@@ -4,7 +4,8 @@
     python -m services.learner.ctl get lr tau          # some
     python -m services.learner.ctl set lr=0.0005 n_step=3
     (--addr tcp://HOST:5559, default $CONTROL_ADDR or tcp://127.0.0.1:5559)
-Values are validated by the learner; a refused change prints its reason and exits 1.
+Values are validated by the learner.  A refused change prints "refused: <why>", a learner that
+does not answer "no reply from the learner ..."; both exit 1.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import argparse
 import os
 import sys
 
-from .control import ControlClient, ControlError
+from .control import ControlClient, ControlError, ControlTimeout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in changes:
             print(f"{name} = {settings[name]}")
         return 0
-    except ControlError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+    except (ControlError, ControlTimeout) as exc:
+        print(exc, file=sys.stderr)
         return 1
     finally:
         client.close()

@@ -1,10 +1,14 @@
 """The learner: trains the DQN on replay samples, keeps the run's books, publishes weights.
 
-One loop: serve control requests and the workers' inbox (episode summaries, heartbeats), wait
-if the pacing says so, take k micro-batches from the replay (the next request is already in
-flight while a step trains), one optimizer step (dqn.train_step), priorities back to the
-replay, target network upkeep, metrics, weights + schedule published every few steps,
-checkpoints every CHECKPOINT_EVERY_S and on stop.  The maths is in dqn.py.
+One loop, never re-entered: one zmq.Poller over the control ROUTER, the workers' inbox (episode
+summaries, heartbeats) and the replay DEALER; each turn serves whatever came (control requests
+are answered at once; replay replies are matched to their sample requests by id), then, unless
+pacing or a replay refusal says wait, keeps 2k sample requests out and trains one optimizer step
+(dqn.train_step) once k micro-batches are here.  Priorities go back to the replay, target network
+upkeep, metrics, weights + schedule published every few steps, checkpoints every
+CHECKPOINT_EVERY_S and on stop.  A settings change that alters the samples marks the requests out
+under the old settings stale: their replies are dropped when they come, never waited for.  The
+maths is in dqn.py.
 """
 from __future__ import annotations
 
@@ -22,11 +26,11 @@ import zmq
 
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.config import ConfigError
-from tempest_common.messages import ACTOR_EXPERT, EpisodeSummary, Heartbeat, WeightsSchedule
+from tempest_common.messages import ACTOR_EXPERT, EpisodeSummary, Heartbeat, SampleReply, WeightsSchedule
 from tempest_common.network import DuelingQNetwork
 from tempest_common.wire import MessageError, decode, encode
 
-from ..replay.client import ReplayClient, ReplayError, ReplayTimeout
+from ..replay.client import ReplayClient, ReplayError, ReplayRefused
 from . import checkpoint
 from .bookkeeper import Bookkeeper
 from .control import ControlServer
@@ -36,6 +40,9 @@ from .settings import LearnerConfig, LiveSettings, apply_changes
 
 log = logging.getLogger("learner")
 PRIORITY_EPS = 1e-3
+POLL_S = 0.1               # the longest a turn sleeps in poll: how late stop() may be noticed
+REPLAY_TIMEOUT_S = 30.0    # a sample request unanswered this long: the replay is gone or restarted
+REFUSED_WAIT_S, TIMEOUT_WAIT_S = 0.5, 1.0
 
 
 def pick_device(name: str) -> torch.device:
@@ -71,8 +78,13 @@ class Learner:
         self.pub.bind(cfg.weights_bind)
         self.control = ControlServer(cfg.control_bind, self.settings_dict, self.change_settings,
                                      lambda reason: self.metrics.malformed.labels(reason=reason).inc(), ctx)
+        self._poller = zmq.Poller()
+        for sock in (self.control.sock, self.inbox, self.replay.sock):
+            self._poller.register(sock, zmq.POLLIN)
         self._stop = threading.Event()
-        self._in_flight: list[int] = []
+        self._sent: dict[int, float] = {}       # sample request id -> when sent (oldest first), unanswered
+        self._arrived: dict[int, SampleReply] = {}  # sample replies not yet trained on (arrival order)
+        self._hold_until, self._hold_why = 0.0, ""
         self._last_checkpoint = time.monotonic()
         self.metrics.export_settings(live)
 
@@ -86,14 +98,14 @@ class Learner:
             log.info("setting changed: %s %s -> %s", name, getattr(self.live, name), getattr(new, name))
         if (new.batch_size, new.n_step, new.gamma, new.prioritized, new.per_beta) != \
                 (self.live.batch_size, self.live.n_step, self.live.gamma, self.live.prioritized, self.live.per_beta):
-            self._discard_in_flight()  # samples requested under the old settings
+            self._drop_requests()  # samples requested under the old settings
         self.live = new
         self.metrics.export_settings(new)
         self.metrics.setting_changes.inc(len(changes))
         return self.settings_dict()
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def state(self) -> dict:
+    def checkpoint_dict(self) -> dict:
         return {"run_id": self.run_id, "config": dataclasses.asdict(self.cfg), "live": self.settings_dict(),
                 "online": self.online.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "bookkeeper": self.books.state_dict(),
@@ -101,21 +113,22 @@ class Learner:
                              "weights_version": self.weights_version}}
 
     def save_checkpoint(self) -> None:
-        path = checkpoint.save(self.cfg.checkpoint_dir, self.state(), self.steps)
+        path = checkpoint.save(self.cfg.checkpoint_dir, self.checkpoint_dict(), self.steps)
         self.metrics.checkpoints.inc()
         self._last_checkpoint = time.monotonic()
         log.info("checkpoint %s (step %d, %d global frames)", path, self.steps, self.books.global_frames)
 
-    def restore(self, state: dict, env_overrides: dict | None = None) -> None:
-        self.run_id = state["run_id"]
-        self.online.load_state_dict(state["online"])
-        self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.books.load_state_dict(state["bookkeeper"])
-        c = state["counters"]
+    def restore(self, checkpoint: dict, env_overrides: dict | None = None) -> None:
+        """Carry on from `checkpoint` (a checkpoint_dict()); `env_overrides` win over its live settings."""
+        self.run_id = checkpoint["run_id"]
+        self.online.load_state_dict(checkpoint["online"])
+        self.target.load_state_dict(checkpoint["target"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.books.load_state_dict(checkpoint["bookkeeper"])
+        c = checkpoint["counters"]
         self.steps, self.samples = int(c["steps"]), int(c["samples"])
         self.target_age, self.weights_version = int(c["target_age"]), int(c["weights_version"])
-        self.live = apply_changes(LiveSettings(), {**state["live"], **(env_overrides or {})})
+        self.live = apply_changes(LiveSettings(), {**checkpoint["live"], **(env_overrides or {})})
         self.metrics.export_settings(self.live)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -126,15 +139,10 @@ class Learner:
         log.info("learner %s on %s: %d parameters, replay %s", self.run_id, self.device,
                  self.online.param_count(), self.cfg.replay_addr)
         self.publish()
+        self._export_books()
         try:
             while not self._stop.is_set():
-                self.serve_io()
-                if self._paced_out():
-                    self._wait(0.05, "pacing")
-                    continue
-                batches = self._take_batches()
-                if batches is not None:
-                    self.step(batches)
+                self._turn()
                 if time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_every_s:
                     self.save_checkpoint()
         finally:
@@ -144,8 +152,33 @@ class Learner:
             self.control.close()
             self.replay.close()
 
-    def serve_io(self) -> None:
-        self.control.serve_pending()
+    def _turn(self) -> None:
+        """Serve the sockets, waiting at most POLL_S (not at all when a step is ready), then train."""
+        why = self._wait_reason()
+        if why is None:
+            self._request_samples()
+        t0 = time.monotonic()
+        held_for = self._hold_until - t0
+        if why is None and len(self._arrived) >= self.live.gradient_accumulation_steps:
+            timeout = 0.0
+        else:
+            timeout = min(POLL_S, held_for) if held_for > 0 else POLL_S
+        events = dict(self._poller.poll(timeout * 1000))
+        if why is not None:
+            self.metrics.waiting.labels(reason=why).inc(time.monotonic() - t0)
+        if self.control.sock in events:
+            self.control.serve_pending()
+        if self.inbox in events:
+            self._drain_inbox()
+        if self.replay.sock in events:
+            self._collect_replies()
+        self._check_replay_timeout()
+        # asked again: a control change or a refusal may have dropped the batches, or changed pacing
+        k = self.live.gradient_accumulation_steps
+        if len(self._arrived) >= k and self._wait_reason() is None:
+            self.step([self._arrived.pop(rid) for rid in list(self._arrived)[:k]])
+
+    def _drain_inbox(self) -> None:
         for _ in range(1000):
             try:
                 payload = self.inbox.recv(zmq.NOBLOCK)
@@ -169,56 +202,48 @@ class Learner:
         need = self.live.batch_size * self.live.gradient_accumulation_steps
         return per > 0 and self.samples + need > per * self.books.global_frames
 
-    def _wait(self, seconds: float, reason: str) -> None:
-        t0 = time.monotonic()
-        self._stop.wait(seconds)
-        self.metrics.waiting.labels(reason=reason).inc(time.monotonic() - t0)
+    def _wait_reason(self) -> str | None:
+        """The waiting reason in force (a metric label), None when free to train."""
+        if time.monotonic() < self._hold_until:
+            return self._hold_why
+        return "pacing" if self._paced_out() else None
 
-    def _request(self) -> None:
+    def _hold(self, seconds: float, reason: str) -> None:
+        """Request and train nothing for `seconds`; the loop keeps serving the sockets meanwhile."""
+        self._hold_until, self._hold_why = time.monotonic() + seconds, reason
+
+    def _request_samples(self) -> None:
+        """Keep 2k requests out (unanswered or not yet trained on): k micro-batches for the next
+        step arrive while this one trains."""
         s = self.live
-        self._in_flight.append(self.replay.send_sample(s.batch_size, s.n_step, s.gamma, s.prioritized, s.per_beta))
+        while len(self._sent) + len(self._arrived) < 2 * s.gradient_accumulation_steps:
+            rid = self.replay.send_sample(s.batch_size, s.n_step, s.gamma, s.prioritized, s.per_beta)
+            self._sent[rid] = time.monotonic()
 
-    def _discard_in_flight(self) -> None:
-        for rid in self._in_flight:
-            try:
-                self.replay.receive(rid)
-            except (ReplayError, ReplayTimeout):
-                pass
-        self._in_flight.clear()
+    def _drop_requests(self) -> None:
+        """Forget every request out and every batch not trained on; late replies are dropped."""
+        for rid in self._sent:
+            self.replay.forget(rid)
+        self._sent.clear()
+        self._arrived.clear()
 
-    def _take_batches(self) -> list | None:
-        """k micro-batches from the replay, keeping k more requests in flight."""
-        k = self.live.gradient_accumulation_steps
-        while len(self._in_flight) < 2 * k:
-            self._request()
-        replies = []
+    def _collect_replies(self) -> None:
         try:
-            for _ in range(k):
-                replies.append(self._receive(self._in_flight.pop(0)))
+            for reply in self.replay.arrived():  # only replies to requests still out: the replay
+                del self._sent[reply.request_id]  # client drops priority acks and stale replies
+                self._arrived[reply.request_id] = self.replay.check(reply)
         except ReplayError as exc:
-            self._discard_in_flight()
-            if exc.reason not in ("too_small", "rate_limited"):
+            self._drop_requests()
+            refused = isinstance(exc, ReplayRefused) and exc.reason in ("too_small", "rate_limited")
+            if not refused:
                 log.error("replay refused a sample: %s", exc)
-            self._wait(0.5, f"replay_{exc.reason}" if exc.reason in ("too_small", "rate_limited") else "replay_error")
-            return None
-        except ReplayTimeout as exc:
-            log.warning("%s", exc)
-            self._in_flight.clear()
-            self._wait(1.0, "replay_timeout")
-            return None
-        return replies
+            self._hold(REFUSED_WAIT_S, f"replay_{exc.reason}" if refused else "replay_error")
 
-    def _receive(self, rid: int, timeout_s: float = 30.0):
-        """A replay reply, waited for in short slices so control requests and the workers'
-        messages are served meanwhile (the replay may be slow, restarting, or gone)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return self.replay.receive(rid, 0.2)
-            except ReplayTimeout:
-                if time.monotonic() >= deadline or self._stop.is_set():
-                    raise
-                self.serve_io()
+    def _check_replay_timeout(self) -> None:
+        if self._sent and time.monotonic() - next(iter(self._sent.values())) > REPLAY_TIMEOUT_S:
+            log.warning("no reply from the replay at %s in %.0f s", self.cfg.replay_addr, REPLAY_TIMEOUT_S)
+            self._drop_requests()
+            self._hold(TIMEOUT_WAIT_S, "replay_timeout")
 
     def _to_batch(self, r) -> Batch:
         t = lambda a, dtype: torch.from_numpy(np.array(a)).to(self.device, dtype, non_blocking=True)  # noqa: E731

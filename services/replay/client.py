@@ -5,28 +5,33 @@
     replay.update_priorities(batch.index, new_priorities)
 
 `send_sample()` / `receive()` split a request from its reply so a learner can keep the next batch
-in flight while it trains on the current one.  Transition batches go to the replay's PULL
-address with `TransitionSender`.  Errors the replay reports raise `ReplayError` with its reason
-("too_small", "rate_limited", "bad_request", or a wire reason).
+in flight while it trains on the current one; a learner that polls `sock` itself reads replies
+with `arrived()` and checks each with `check()`.  Transition batches go to the replay's PULL
+address with `TransitionSender`.  A refusal raises `ReplayRefused` with its reason ("too_small",
+"rate_limited", "bad_request", or a wire reason); a malformed reply `ReplayError`; no reply in
+time `ReplayTimeout`.
 """
 from __future__ import annotations
 
-import itertools
+from typing import Iterator
 
 import numpy as np
 import zmq
 
 from tempest_common.messages import Ack, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
-from tempest_common.wire import MessageError, decode, encode
+from tempest_common.request_client import RequestClient, RequestError, RequestTimeout, split_reason
+from tempest_common.wire import encode
 
 
-class ReplayError(RuntimeError):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.reason = message.split(":", 1)[0]
+class ReplayError(RequestError):
+    """A malformed reply from the replay (reason: the wire's); base of ReplayRefused."""
 
 
-class ReplayTimeout(TimeoutError):
+class ReplayRefused(ReplayError):
+    """The replay refused the request; `reason` is its word for why."""
+
+
+class ReplayTimeout(RequestTimeout):
     pass
 
 
@@ -34,65 +39,54 @@ class ReplayClient:
     def __init__(self, url: str, context: zmq.Context | None = None, timeout_s: float = 30.0):
         self.url = url
         self.timeout_s = timeout_s
-        self._sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(url)
-        self._ids = itertools.count(1)
-        self._early: dict[int, object] = {}
-        self._unawaited: set[int] = set()   # fire-and-forget priority updates
-        self.ignored_errors = 0
+        # copy=False: a sample reply is ~13 MB, decoded in ZeroMQ's buffer rather than copied out first
+        self._rpc = RequestClient(url, (SampleReply, Ack), context, peer="replay", error=ReplayError,
+                                  timeout=ReplayTimeout, copy=False)
+        self.sock = self._rpc.sock
 
     def send_sample(self, batch_size: int, n_step: int, gamma: float, prioritized: bool = True,
                     beta: float = 0.4, wait_s: float = 0.0) -> int:
-        rid = next(self._ids)
-        self._sock.send(encode(SampleRequest(rid, batch_size, n_step, gamma, prioritized, beta, wait_s)))
+        rid = self._rpc.new_id()
+        self._rpc.send(SampleRequest(rid, batch_size, n_step, gamma, prioritized, beta, wait_s))
         return rid
 
     def receive(self, request_id: int, timeout_s: float | None = None):
-        """The reply to `request_id` (SampleReply or Ack); raises ReplayError / ReplayTimeout."""
-        if request_id in self._early:
-            return self._check(self._early.pop(request_id))
-        timeout_ms = int(1000 * (self.timeout_s if timeout_s is None else timeout_s))
-        while True:
-            if not self._sock.poll(timeout_ms):
-                raise ReplayTimeout(f"no reply from the replay at {self.url} in {timeout_ms / 1000:.0f} s")
-            try:
-                msg = decode(self._sock.recv(copy=False).buffer, expect=(SampleReply, Ack))
-            except MessageError as exc:
-                raise ReplayError(f"{exc.reason}: malformed reply: {exc}") from exc
-            if msg.request_id in self._unawaited:
-                self._unawaited.discard(msg.request_id)
-                self.ignored_errors += msg.error is not None
-                continue
-            if msg.request_id == request_id or msg.request_id == 0:
-                return self._check(msg)
-            self._early[msg.request_id] = msg
+        """The reply to `request_id` (SampleReply or Ack); raises ReplayRefused / ReplayError /
+        ReplayTimeout (after which the request is forgotten)."""
+        return self.check(self._rpc.receive(request_id, self.timeout_s if timeout_s is None else timeout_s))
+
+    def arrived(self) -> Iterator[SampleReply | Ack]:
+        """Replies already here, unchecked, without waiting; raises ReplayError on a malformed one."""
+        return self._rpc.arrived()
+
+    def forget(self, request_id: int) -> None:
+        """Drop the reply to `request_id` when it comes."""
+        self._rpc.forget(request_id)
 
     def sample(self, batch_size: int, n_step: int, gamma: float, prioritized: bool = True,
                beta: float = 0.4, wait_s: float = 0.0) -> SampleReply:
         rid = self.send_sample(batch_size, n_step, gamma, prioritized, beta, wait_s)
-        return self.receive(rid, None if wait_s == 0 else self.timeout_s + wait_s)
+        return self.receive(rid, self.timeout_s + wait_s)
 
     def send_priorities(self, index: np.ndarray, priority: np.ndarray, await_ack: bool = True) -> int:
         """Send new priorities; with await_ack=False the ack is dropped whenever it arrives."""
-        rid = next(self._ids)
-        if not await_ack:
-            self._unawaited.add(rid)
-        self._sock.send(encode(PriorityUpdate(rid, np.asarray(index, np.uint64),
-                                              np.asarray(priority, np.float32))))
+        rid = self._rpc.new_id()
+        self._rpc.send(PriorityUpdate(rid, np.asarray(index, np.uint64), np.asarray(priority, np.float32)),
+                       await_reply=await_ack)
         return rid
 
     def update_priorities(self, index: np.ndarray, priority: np.ndarray) -> None:
         self.receive(self.send_priorities(index, priority))
 
     @staticmethod
-    def _check(msg):
-        if msg.error is not None:
-            raise ReplayError(msg.error)
-        return msg
+    def check(reply: SampleReply | Ack) -> SampleReply | Ack:
+        """`reply`, or ReplayRefused when it carries the replay's "reason: detail" error."""
+        if reply.error is not None:
+            raise ReplayRefused(*split_reason(reply.error))
+        return reply
 
     def close(self) -> None:
-        self._sock.close(0)
+        self._rpc.close()
 
 
 class TransitionSender:

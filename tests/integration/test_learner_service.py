@@ -1,6 +1,7 @@
 """Integration: the real learner process trained through the real replay service and Redis."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 import zmq
 
 from services.learner import checkpoint
+from services.learner.control import ControlClient
 from services.replay.client import TransitionSender
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.network import network_from_state_dict
@@ -93,7 +95,7 @@ def stack(redis_server, tmp_path):
         wait_for(lambda: scrape(p["lmetrics"]), 60, what="learner up")
         return proc
     sender = TransitionSender(f"tcp://127.0.0.1:{p['pull']}")
-    yield p, sender, start_learner, tmp_path
+    yield p, sender, start_learner, tmp_path, replay
     for proc in procs:
         stop_process(proc)
     stop_process(replay)
@@ -116,7 +118,7 @@ def latest_weights(port: int, min_version: int, timeout: float) -> WeightsSchedu
 
 
 def test_learns_q_star_of_a_chain_through_replay_and_redis(stack):
-    p, sender, start_learner, _ = stack
+    p, sender, start_learner, *_ = stack
     send_chain(sender, 400)
     start_learner()
     # 3000 optimizer steps at batch 256 (publishes every 100 steps -> version 31 after 3000)
@@ -132,7 +134,7 @@ def test_learns_q_star_of_a_chain_through_replay_and_redis(stack):
 
 
 def test_control_checkpoint_resume_nan_and_schedule(stack):
-    p, sender, start_learner, tmp = stack
+    p, sender, start_learner, tmp, _ = stack
     send_chain(sender, 100)
     proc = start_learner(EXPERT_RATIO_START="0.9", EXPERT_RATIO_MIN="0.2", EXPERT_RATIO_DECAY="0.5",
                          EXPERT_RATIO_DECAY_FRAMES="1000", PUBLISH_EVERY_STEPS="10")
@@ -165,18 +167,44 @@ def test_control_checkpoint_resume_nan_and_schedule(stack):
     steps_before = scrape(p["lmetrics"])["tempest_learner_steps_total"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    state = checkpoint.load(checkpoint.latest(tmp / "ckpt"))
-    assert state["counters"]["steps"] >= steps_before > 0
-    assert state["live"]["lr"] == 0.0005 and state["bookkeeper"]["global_frames"] == 20_000
+    ckpt = checkpoint.load(checkpoint.latest(tmp / "ckpt"))
+    assert ckpt["counters"]["steps"] >= steps_before > 0
+    assert ckpt["live"]["lr"] == 0.0005 and ckpt["bookkeeper"]["global_frames"] == 20_000
     # resumes counters, schedule state and live settings; explicit env settings (TAU) still win
     start_learner(LR="", N_STEP="", TAU="0.03")
     m = scrape(p["lmetrics"])
     assert m["tempest_learner_global_frames"] == 20_000
     assert m['tempest_learner_setting{name="lr"}'] == 0.0005 and m['tempest_learner_setting{name="n_step"}'] == 3
     assert m['tempest_learner_setting{name="tau"}'] == 0.03
-    msg = latest_weights(p["weights"], state["counters"]["weights_version"] + 1, 60)
+    msg = latest_weights(p["weights"], ckpt["counters"]["weights_version"] + 1, 60)
     assert msg.expert_ratio == pytest.approx(0.2)
     push.close(0)
+
+
+def test_a_setting_change_is_answered_at_once_while_samples_are_in_flight(stack):
+    """The replay stops answering (SIGSTOP) with sample requests of batch 100 out.  A change of
+    batch_size is answered within a second and no reply to those old requests is trained on once
+    the replay answers them: every batch trained on after the change has 64 rows."""
+    p, sender, start_learner, _, replay = stack
+    send_chain(sender, 100)
+    start_learner(BATCH_SIZE="100")
+    wait_for(lambda: scrape(p["lmetrics"])["tempest_learner_steps_total"] >= 5, 60, what="training")
+    control = ControlClient(f"tcp://127.0.0.1:{p['control']}", timeout_s=5)
+    os.kill(replay.pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)  # the learner's next requests go out and stay unanswered
+        t0 = time.monotonic()
+        assert control.set(batch_size=64)["batch_size"] == 64
+        assert time.monotonic() - t0 < 1.0, "the change must not wait for the requests in flight"
+        before = scrape(p["lmetrics"])  # no step can happen while the replay is stopped
+    finally:
+        os.kill(replay.pid, signal.SIGCONT)
+    steps0, samples0 = before["tempest_learner_steps_total"], before["tempest_learner_samples_total"]
+    wait_for(lambda: scrape(p["lmetrics"])["tempest_learner_steps_total"] >= steps0 + 20, 60, what="training on")
+    m = scrape(p["lmetrics"])
+    assert m["tempest_learner_samples_total"] - samples0 == 64 * (m["tempest_learner_steps_total"] - steps0)
+    assert control.get()["batch_size"] == 64 and m['tempest_learner_setting{name="batch_size"}'] == 64
+    control.close()
 
 
 def test_a_nan_batch_is_skipped_and_counted(tmp_path):
@@ -222,8 +250,9 @@ def test_control_answers_while_the_replay_is_away(tmp_path):
         wait_for(lambda: scrape(ports["m"]), 60, what="learner up")
         t0 = time.monotonic()
         out = subprocess.run([sys.executable, "-m", "services.learner.ctl", "--addr", f"tcp://127.0.0.1:{ports['c']}",
-                              "set", "epsilon=0.2"], cwd=REPO, capture_output=True, text=True, timeout=30)
-        assert out.returncode == 0 and "epsilon = 0.2" in out.stdout, out.stderr
+                              "set", "epsilon=0.2", "batch_size=64"], cwd=REPO, capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 0 and "epsilon = 0.2" in out.stdout and "batch_size = 64" in out.stdout, out.stderr
         assert time.monotonic() - t0 < 8, "control must not wait for a missing replay"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(40) == 0

@@ -11,7 +11,7 @@ import pytest
 import redis
 import zmq
 
-from services.replay.client import ReplayClient, ReplayError, TransitionSender
+from services.replay.client import ReplayClient, ReplayRefused, TransitionSender
 from tempest_common.messages import TransitionBatch
 from tests.conftest import free_port, scrape, start_service, stop_process, wait_for
 
@@ -188,16 +188,16 @@ def test_refusals_cap_and_bad_input(replay):
     start, ports, _ = replay
     proc = start(SAMPLES_PER_INSERT=2.0, MIN_SIZE_TO_SAMPLE=60)
     client = ReplayClient(f"tcp://127.0.0.1:{ports['router']}")
-    with pytest.raises(ReplayError) as err:
+    with pytest.raises(ReplayRefused) as err:
         client.sample(10, 3, GAMMA)
-    assert err.value.reason == "too_small"
+    assert err.value.reason == "too_small" and err.value.detail == "replay holds 0 < MIN_SIZE_TO_SAMPLE=60"
     ep = make_episode(0, 0, 100, "terminal", np.random.default_rng(2))
     sender = TransitionSender(f"tcp://127.0.0.1:{ports['pull']}")
     for b in to_batches("s", ep, 50):
         sender.send(b)
     wait_for(lambda: scrape(ports["metrics"])["tempest_replay_size"] == 100, 20, what="rows stored")
     client.sample(150, 3, GAMMA)
-    with pytest.raises(ReplayError) as err:
+    with pytest.raises(ReplayRefused) as err:
         client.sample(100, 3, GAMMA)  # 250 > 2.0 x 100 inserted
     assert err.value.reason == "rate_limited"
     # a waiting request is served once enough new transitions arrive
@@ -206,7 +206,7 @@ def test_refusals_cap_and_bad_input(replay):
     for b in to_batches("s", make_episode(0, 1, 50, "terminal", np.random.default_rng(3)), 50):
         sender.send(b)
     assert client.receive(rid, 15).state.shape == (100, D)
-    with pytest.raises(ReplayError) as err:
+    with pytest.raises(ReplayRefused) as err:
         client.sample(10, 1000, GAMMA)  # n beyond what the replay serves
     assert err.value.reason == "bad_request"
     # garbage on both sockets is counted and the service carries on

@@ -1,4 +1,4 @@
-"""RAM of consecutive game ticks recorded from the real game (services/emulator/record_ram.py).
+"""RAM of consecutive game ticks recorded from the real game (tools/record_ram.py).
 
 first_lives: boot -> first play tick (index 33) -> death edge (276, score 450) -> next life.
 zoom:        end of a level: play, zoom (0x20) from index 9, between-level states, next level.

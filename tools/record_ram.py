@@ -1,6 +1,6 @@
 """Record RAM of consecutive game ticks from real MAME into an .npz (test snapshots).
 
-    python -m services.emulator.record_ram OUT.npz --ticks 3000 [--seed 0]
+    python -m tools.record_ram OUT.npz --ticks 3000 [--seed 0]
 
 Plays with a seeded random policy (fire 90%, spinner -6/0/+6) and saves uint8[ticks, 1024] as
 `ram`.  tests/data/ram_ticks.npz was made with this tool from ranges of one such recording.
@@ -14,7 +14,7 @@ import numpy as np
 
 from tempest_common.actions import encode_action, spinner_index
 
-from .session import GameSession
+from services.emulator.session import GameSession
 
 
 def record(rompath: str, ticks: int, seed: int = 0) -> np.ndarray:
