@@ -30,16 +30,9 @@ class ActorChooser:
     def __init__(self, expert: ExpertClient | None, network: NetworkPolicy, expert_ratio: float, epsilon: float,
                  expert_timeout_ms: float, expert_backoff_s: float, metrics: WorkerMetrics,
                  rng: np.random.Generator):
-        self.expert = expert
-        self.network = network
-        self.expert_ratio = expert_ratio
-        self.epsilon = epsilon
-        self.evaluation_share = 0.0
-        self.evaluation_epsilon = 0.0
-        self.expert_timeout_ms = expert_timeout_ms
-        self.expert_backoff_s = expert_backoff_s
-        self.metrics = metrics
-        self.rng = rng
+        self.expert, self.network, self.metrics, self.rng = expert, network, metrics, rng
+        self.expert_timeout_ms, self.expert_backoff_s = expert_timeout_ms, expert_backoff_s
+        self.follow_schedule(expert_ratio, epsilon, 0.0, 0.0)
         self._expert_retry_at = 0.0
         # Pre-drawn randomness: one block of draws serves many ticks, keeping the hot path cheap.
         self._uniform = np.empty((0, 2))
@@ -64,8 +57,8 @@ class ActorChooser:
         return self.network.ready and self.rng.random() < self.evaluation_share
 
     def choose(self, state_fn, network_fn, evaluation: bool = False) -> tuple[int, int]:
-        """(actor, action) for a decision tick.  `state_fn()` decodes the GameState and
-        `network_fn()` runs the network, each only when that actor plays.  The game session
+        """(actor, action) for a decision tick.  `state_fn()` decodes the tick as a batch of one
+        GameState and `network_fn()` runs the network, each only when that actor plays.  The game session
         applies the superzapper gate to whatever is chosen."""
         u_actor, u_eps, random_action = self._draw()
         if evaluation and self.network.ready:
@@ -78,8 +71,7 @@ class ActorChooser:
             return ACTOR_NETWORK, int(network_fn())
         return ACTOR_RANDOM, random_action
 
-    def _ask_expert(self, state: GameState) -> int | None:
-        batch = GameState.stack([state])
+    def _ask_expert(self, batch: GameState) -> int | None:
         try:
             actions = self.expert.act(batch, self.expert_timeout_ms)
         except ExpertError as exc:

@@ -4,8 +4,8 @@ MAME connects to a loopback port the worker listens on; every game tick it sends
 header and RAM $0000-$03FF, and the worker answers every message with a 4-byte reply, in order.
 MAME waits for the reply only in play and zoom; outside them it drives the game itself and reads
 the reply a frame or two later (the message's `awaited` is False), so a save or load sent then
-takes effect late, confirmed by the flags of a later message (services/emulator/session.py).  Each reply is preceded by a
-doorbell byte on a named pipe: MAME polls its (non-blocking) socket briefly, then sleeps on the
+takes effect late, confirmed by the flags of a later message (session.py).  Each reply is
+preceded by a doorbell byte on a named pipe: MAME polls its (non-blocking) socket briefly, then sleeps on the
 pipe, so a slow reply costs it no CPU; closing the pipe tells MAME at once that its worker is
 gone.  Replying is on MAME's critical path, so callers reply first and do their bookkeeping
 afterwards.
@@ -19,7 +19,7 @@ import socket
 import struct
 import tempfile
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,25 +41,15 @@ class BridgeTimeout(BridgeClosed):
     """Nothing arrived within the timeout (MAME may still be alive: busy, starting or stalled)."""
 
 
-@dataclass
-class TickMessage:
+class TickMessage(NamedTuple):
     kind: str           # "H" hello or "S" state
     flags: int          # FLAG_LOADED / FLAG_SAVED / FLAG_NOT_AWAITED
     video_frame: int    # MAME video frames since it started
     ram: np.ndarray     # uint8[1024], a copy owned by the caller
 
-    @property
-    def loaded(self) -> bool:
-        return bool(self.flags & FLAG_LOADED)
-
-    @property
-    def saved(self) -> bool:
-        return bool(self.flags & FLAG_SAVED)
-
-    @property
-    def awaited(self) -> bool:
-        """MAME waits for this message's reply (play and zoom ticks, the hello)."""
-        return not self.flags & FLAG_NOT_AWAITED
+    loaded = property(lambda self: bool(self.flags & FLAG_LOADED))
+    saved = property(lambda self: bool(self.flags & FLAG_SAVED))
+    awaited = property(lambda self: not self.flags & FLAG_NOT_AWAITED)   # MAME waits for its reply
 
 
 class BridgeServer:

@@ -1,4 +1,4 @@
-"""Game ticks -> one-step transition records and episode summaries (pure: no I/O, no clock).
+"""Game ticks -> one-step transition records and episode summaries (pure: no I/O; the clock is injected).
 
 An episode is one life.  It opens on the first decision tick (START, PLAY or ZOOM: see
 session.TickKind), and it ends:
@@ -15,9 +15,12 @@ per tick, 0 by default.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+from tempest_common.messages import ACTOR_NAMES, EpisodeSummary
 
 from .session import DEATHS, Tick, TickKind
 
@@ -52,22 +55,6 @@ class Record:
 
 
 @dataclass
-class EpisodeEnd:
-    episode_id: int
-    game_id: int
-    evaluation: bool
-    length: int                 # records (ticks with an action) in the episode
-    game_reward: float
-    shaping_reward: float
-    score: int                  # points gained in this life, first tick to the end
-    game_score: int             # the game's BCD score at the end
-    level: int
-    end: str                    # "terminal" | "truncated"
-    game_over: bool             # the life that ended was the last one
-    actor_counts: dict = field(default_factory=dict)
-
-
-@dataclass
 class _Pending:
     ram: np.ndarray
     prev_ram: np.ndarray | None
@@ -79,9 +66,12 @@ class _Pending:
 class EpisodeTracker:
     """Feed every tick with `observe`; collect records and episode ends from its outputs."""
 
-    def __init__(self, reward: RewardConfig = RewardConfig(), first_episode_id: int = 0):
-        self.reward = reward
-        self.next_episode_id = first_episode_id
+    def __init__(self, reward: RewardConfig = RewardConfig(), stream_id: str = "", worker_id: str = "",
+                 clock: Callable[[], float] = lambda: 0.0):
+        """Episode summaries name the stream and worker and carry `clock()` (the caller's: unix
+        seconds in a worker) as their wall time."""
+        self.reward, self.stream_id, self.worker_id, self.clock = reward, stream_id, worker_id, clock
+        self.next_episode_id = 0
         self.game_id = -1                 # the first START makes it 0
         self.episode_id: int | None = None
         self._step = 0
@@ -103,10 +93,10 @@ class EpisodeTracker:
         return self.episode_id is not None
 
     def observe(self, tick: Tick, prev_ram: np.ndarray | None, decision: tuple[int, int] | None,
-                evaluation: bool = False) -> tuple[list[Record], list[EpisodeEnd]]:
+                evaluation: bool = False) -> tuple[list[Record], list[EpisodeSummary]]:
         """One tick, the RAM of the decision tick before it, and (actor, action) on decision ticks."""
         records: list[Record] = []
-        ends: list[EpisodeEnd] = []
+        ends: list[EpisodeSummary] = []
         if tick.kind is TickKind.START:
             self.game_id += 1
         if tick.kind in DEATHS:
@@ -129,7 +119,7 @@ class EpisodeTracker:
         self._last_score, self._level = score, tick.level
         return records, ends
 
-    def truncate(self) -> tuple[list[Record], list[EpisodeEnd]]:
+    def truncate(self) -> tuple[list[Record], list[EpisodeSummary]]:
         """Cut the open episode (MAME lost, worker stopping, env reset)."""
         if not self.in_episode:
             return [], []
@@ -158,14 +148,14 @@ class EpisodeTracker:
         self._step += 1
         self._game_reward += r
         self._shaping += shaping
-        self._actors[p.actor] = self._actors.get(p.actor, 0) + 1
+        self._actors[ACTOR_NAMES[p.actor]] = self._actors.get(ACTOR_NAMES[p.actor], 0) + 1
         self._pending = None
         return rec
 
-    def _close(self, score: int, level: int, end: str, game_over: bool) -> EpisodeEnd:
-        out = EpisodeEnd(self.episode_id, self.game_id, self._evaluation, self._step, self._game_reward,
-                         self._shaping, score - self._start_score, score, level, end, game_over,
-                         dict(self._actors))
+    def _close(self, score: int, level: int, end: str, game_over: bool) -> EpisodeSummary:
+        out = EpisodeSummary(self.stream_id, self.worker_id, self.episode_id, self.game_id, self._evaluation,
+                             self._step, self._game_reward, self._shaping, score - self._start_score, score, level,
+                             end, game_over, dict(self._actors), self.clock())
         self.episode_id = None
         self._pending = None
         return out

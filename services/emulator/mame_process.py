@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -28,15 +29,11 @@ class RomError(RuntimeError):
 
 def find_mame(explicit: str | None = None) -> str:
     for candidate in (explicit, DEFAULT_MAME, "mame"):
-        if candidate and (os.path.isfile(candidate) or _which(candidate)):
-            return candidate if os.path.isfile(candidate) else _which(candidate)
+        found = candidate and (candidate if os.path.isfile(candidate) else shutil.which(candidate))
+        if found:
+            return found
     raise FileNotFoundError(
         "MAME not found: install Debian's 'mame' package (binary /usr/games/mame) or set MAME_BINARY")
-
-
-def _which(name: str) -> str | None:
-    from shutil import which
-    return which(name)
 
 
 def check_rom_dir(rompath: str | os.PathLike, mame: str | None = None, verify: bool = True) -> Path:
@@ -89,7 +86,7 @@ class MameProcess:
         self.lua_script = lua_script
         self.reply_fifo = reply_fifo
         self.extra_args = list(extra_args or [])
-        self._own_workdir = workdir is None
+        self._own_workdir = workdir is None   # a temp dir of its own, removed at stop
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tempest-mame-"))
         self.log_path = log_path or str(self.workdir / "mame.log")
         self.proc: subprocess.Popen | None = None
@@ -139,6 +136,8 @@ class MameProcess:
         """Wait for a bridge-requested exit, then SIGKILL (MAME ignores SIGTERM)."""
         if not self.wait(grace_s):
             self.kill()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tail(self, lines: int = 5) -> str:
         try:

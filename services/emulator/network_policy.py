@@ -37,7 +37,6 @@ class NetworkPolicy:
             self.sock.connect(addr)
         self.net: torch.nn.Module | None = None
         self.version = 0
-        self.schedule: WeightsSchedule | None = None
         torch.set_num_threads(1)
 
     @property
@@ -67,14 +66,13 @@ class NetworkPolicy:
             return None
         if self.net is None:
             log.info("network weights arrived (version %d): the network now plays its turns", msg.version)
-        self.net, self.version, self.schedule = net, msg.version, msg
+        self.net, self.version = net, msg.version
         self.metrics.weights_version.set(msg.version)
         return msg
 
     @torch.inference_mode()
     def act(self, ram: np.ndarray, prev_ram: np.ndarray | None) -> int:
-        state = decode_ram(ram)
-        vector = encode_state(state, decode_ram(prev_ram) if prev_ram is not None else None)
+        vector = encode_state(decode_ram(ram), decode_ram(prev_ram) if prev_ram is not None else None)
         q = self.net(torch.from_numpy(vector)[None])  # [1, A]
         return int(q.argmax(dim=1).item())
 

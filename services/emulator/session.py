@@ -1,16 +1,15 @@
 """GameSession: one MAME running Tempest, played tick by tick by the rules every player shares.
 
-The worker, `evaluate.py`, `TempestEnv` and tools/record_ram.py play through this class; it is the only
-code that calls `BridgeServer.receive` and `reply`.  Every message MAME sends becomes a `Tick` of
-one `TickKind`, and every tick gets exactly one answer:
-  - `act(action)` on a decision tick (START, PLAY, ZOOM): the superzapper gate is applied here, for
-    every policy alike, and the action actually played is returned;
+The worker, `evaluate.py`, `TempestEnv` and tools/record_ram.py play through it; nothing else
+calls `BridgeServer.receive` or `reply`.  Every message becomes a `Tick` of one `TickKind`
+(`TickClassifier`: pure, RAM only), and every tick gets exactly one answer:
+  - `act(action)` on a decision tick (START, PLAY, ZOOM): the superzapper gate applies here, to
+    every policy alike; returns the action played;
   - `pass_tick()` on any other tick (outside play MAME drives the game itself);
-  - `save()` / `load()` on any tick: MAME confirms by the flags of a later message, never by
-    timing; ticks of the old game that arrive before a load is confirmed are answered here and
-    never returned; `restart()` blocks until play starts over from the saved start of play;
+  - `save()` / `load()`: MAME confirms by the flags of a later message, never by timing; ticks of
+    the old game that arrive before a load is confirmed are answered here, never returned;
+    `restart()` blocks until play starts over from the saved start of play;
   - `exit()` asks MAME to quit.
-Tick kinds come from `TickClassifier`, which is pure and needs nothing but RAM.
 """
 from __future__ import annotations
 
@@ -49,21 +48,10 @@ class Tick(NamedTuple):
     video_frame: int     # MAME video frames since it started
     loaded: bool = False  # the first tick after a load of the saved start of play
 
-    @property
-    def decides(self) -> bool:
-        return self.kind in DECISIONS
-
-    @property
-    def score(self) -> int:
-        return int(M.bcd_score(self.ram))
-
-    @property
-    def lives(self) -> int:
-        return int(self.ram[M.LIVES])
-
-    @property
-    def level(self) -> int:
-        return int(self.ram[M.LEVEL])
+    decides = property(lambda self: self.kind in DECISIONS)
+    score = property(lambda self: int(M.bcd_score(self.ram)))
+    lives = property(lambda self: int(self.ram[M.LIVES]))
+    level = property(lambda self: int(self.ram[M.LEVEL]))
 
 
 class TickClassifier:
@@ -100,9 +88,7 @@ class TickClassifier:
 class GameSession:
     def __init__(self, server: BridgeServer, mame: MameProcess, tick_timeout_s: float = 10.0,
                  stopping: Callable[[], bool] = lambda: False):
-        self.server, self.mame = server, mame
-        self.tick_timeout_s = tick_timeout_s
-        self.stopping = stopping
+        self.server, self.mame, self.tick_timeout_s, self.stopping = server, mame, tick_timeout_s, stopping
         self.classifier = TickClassifier()
         self.tick: Tick | None = None      # the latest tick
         self.has_start_state = False       # MAME confirmed a save of the start of play
@@ -185,7 +171,6 @@ class GameSession:
         return action
 
     def pass_tick(self) -> None:
-        """Neutral inputs (outside play MAME ignores the answer's inputs anyway)."""
         self._answer(CMD_ACT)
 
     def save(self) -> None:
@@ -193,7 +178,7 @@ class GameSession:
         self._answer(CMD_SAVE)
 
     def load(self) -> None:
-        """Go back to the saved start of play; the next tick returned is its START (loaded=True)."""
+        """Back to the saved start of play: the next tick returned is its START (loaded=True)."""
         if not self.has_start_state:
             raise RuntimeError("no start of play has been saved on this MAME")
         self._loading = True
@@ -212,25 +197,18 @@ class GameSession:
     def restart(self, max_ticks: int = 100_000) -> Tick:
         """Answer what is owed so that play starts over from the saved start of play, saving it
         first (at this MAME's first START) if there is none; returns that START tick, owed."""
-        if not self.has_start_state:
-            tick = self.tick if self._owed else self.next_tick()
-            for _ in range(max_ticks):
-                if tick.kind is TickKind.START:
-                    break
-                self.pass_tick()
-                tick = self.next_tick()
-            else:
-                raise BridgeTimeout(f"the game did not reach play in {max_ticks} ticks")
-            self.save()
-            for _ in range(max_ticks):
-                tick = self.next_tick()
-                if self.has_start_state:
-                    break
-                self.pass_tick()
         if not self._owed:
             self.next_tick()
-        self.load()
-        return self.next_tick()
+        for _ in range(max_ticks):
+            if self.has_start_state:
+                self.load()
+                return self.next_tick()
+            if self.tick.kind is TickKind.START:
+                self.save()
+            else:
+                self.pass_tick()
+            self.next_tick()
+        raise BridgeTimeout(f"no start of play saved within {max_ticks} ticks")
 
     def close(self, grace_s: float = 3.0) -> None:
         """Ask MAME to exit if it waits on an answer, then stop it (killed after grace_s)."""

@@ -24,7 +24,7 @@ from .actors import ActorChooser, EvaluationScheduler
 from .adder import TransitionAdder
 from .bridge import BridgeClosed
 from .config import EmulatorConfig
-from .episodes import EpisodeEnd, EpisodeTracker, RewardConfig
+from .episodes import EpisodeTracker, RewardConfig
 from .mame_process import check_rom_dir
 from .metrics import WorkerMetrics
 from .network_policy import NetworkPolicy
@@ -46,16 +46,13 @@ class EmulatorWorker:
         self.evaluations = EvaluationScheduler()
         self.stream_id = f"{cfg.worker_id}:{uuid.uuid4().hex[:8]}"
         self.tracker = EpisodeTracker(RewardConfig(cfg.reward_scale, cfg.reward_clip, cfg.death_penalty,
-                                                   cfg.survival_bonus))
+                                                   cfg.survival_bonus), self.stream_id, cfg.worker_id, time.time)
         self.adder = TransitionAdder(self.stream_id, cfg.worker_id, cfg.transition_batch, cfg.state_dtype)
         self._stop = threading.Event()
-        self.frames_total = 0
-        self.episodes_total = 0
+        self.frames_total = self.episodes_total = 0
         self._prev_ram: np.ndarray | None = None   # the last decision tick's RAM (velocities)
         self._rate_mark = (time.monotonic(), 0, 0)   # (time, video frame, frames_total)
         self._video_frame = 0
-        self._video_fps = 0.0
-        self._frames_per_s = 0.0
         self._next_heartbeat = 0.0
         self._trace: list[tuple[int, np.ndarray, int, int]] | None = [] if cfg.trace_path else None
 
@@ -67,12 +64,10 @@ class EmulatorWorker:
         check_rom_dir(self.cfg.rompath, self.cfg.mame_binary)
         log.info("worker %s: stream %s, replay=%s learner=%s expert=%s", self.cfg.worker_id, self.stream_id,
                  self.cfg.replay_addr or "-", self.cfg.learner_addr or "-", self.cfg.expert_addr or "-")
-        first = True
         try:
+            self._run_one_mame()
             while not self._stop.is_set():
-                if not first:
-                    self.metrics.mame_restarts.inc()
-                first = False
+                self.metrics.mame_restarts.inc()
                 self._run_one_mame()
         finally:
             self._end_episode_truncated()
@@ -122,7 +117,7 @@ class EmulatorWorker:
                 decision = (ACTOR_RANDOM, NOOP)
             elif tick.decides:
                 ram, prev = tick.ram, self._prev_ram
-                actor, action = self.actors.choose(lambda: decode_ram(ram), lambda: self.network.act(ram, prev),
+                actor, action = self.actors.choose(lambda: decode_ram(ram[None]), lambda: self.network.act(ram, prev),
                                                    self.evaluations.evaluating)
                 decision = (actor, session.act(action))
             else:
@@ -154,15 +149,14 @@ class EmulatorWorker:
 
     def _update_rates(self, now: float) -> None:
         t0, vf0, f0 = self._rate_mark
-        if now > t0:
-            self._video_fps = (self._video_frame - vf0) / (now - t0)
-            self._frames_per_s = (self.frames_total - f0) / (now - t0)
-            self.metrics.video_frames.inc(max(0, self._video_frame - vf0))
-            self.metrics.video_fps.set(self._video_fps)
-            self.metrics.frames_per_s.set(self._frames_per_s)
+        dt = max(now - t0, 1e-9)
+        video_fps, frames_per_s = (self._video_frame - vf0) / dt, (self.frames_total - f0) / dt
+        self.metrics.video_frames.inc(max(0, self._video_frame - vf0))
+        self.metrics.video_fps.set(video_fps)
+        self.metrics.frames_per_s.set(frames_per_s)
         self._rate_mark = (now, self._video_frame, self.frames_total)
         self.peers.send("learner", Heartbeat(self.cfg.worker_id, self.frames_total, self.episodes_total,
-                                             self._video_fps, self._frames_per_s, time.time()))
+                                             video_fps, frames_per_s, time.time()))
 
     def _write_trace(self) -> None:
         if not self._trace:
@@ -177,7 +171,7 @@ class EmulatorWorker:
         if batch is not None:
             self.peers.send("replay", batch)
 
-    def _episode_ended(self, end: EpisodeEnd) -> None:
+    def _episode_ended(self, end: EpisodeSummary) -> None:
         self._send_batch(self.adder.flush())  # the episode's records leave before its summary
         if end.game_over:
             self.evaluations.game_over(self.actors.next_game_is_evaluation())
@@ -187,11 +181,7 @@ class EmulatorWorker:
         self.metrics.episode_length.set(end.length)
         self.metrics.episode_score_hist.observe(end.score)
         self.metrics.episode_length_hist.observe(end.length)
-        counts = {ACTOR_NAMES[k]: v for k, v in end.actor_counts.items()}
-        self.peers.send("learner", EpisodeSummary(
-            self.stream_id, self.cfg.worker_id, end.episode_id, end.game_id, end.evaluation, end.length,
-            end.game_reward, end.shaping_reward, end.score, end.game_score, end.level, end.end,
-            end.game_over, counts, time.time()))
+        self.peers.send("learner", end)
         log.info("episode %d %s: %d frames, %d points (game score %d, level %d)", end.episode_id, end.end,
                  end.length, end.score, end.game_score, end.level + 1)
 

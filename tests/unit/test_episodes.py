@@ -65,7 +65,7 @@ def test_first_life_rewards_and_score():
     records, ends, states = run(FIRST_LIVES[:300])
     (end,) = ends
     assert end.score == 450 and end.game_score == 450 and not end.game_over
-    assert end.actor_counts == {2: 276 - 33}
+    assert end.actor_counts == {"random": 276 - 33}
     # 450 points at 0.01 per point, then the death penalty on the last record
     assert np.isclose(sum(r.reward_game for r in records), 4.5 - 5.0)
     last_delta = int(states.score[276]) - int(states.score[275])
