@@ -1,6 +1,4 @@
-"""Typed configuration from environment variables (docs/design.md: env vars only, one typed config
-object per service, defaults in one place, validated at start; a bad value is an error naming the
-variable and the allowed range).
+"""Typed configuration from environment variables (docs/design.md, "Configuration").
 
     @dataclass
     class LearnerConfig:
@@ -8,7 +6,7 @@ variable and the allowed range).
                                       help="probability the expert acts (start of the schedule)")
         device: str = setting("DEVICE", "auto", type=str, choices=("auto", "cpu", "cuda"))
 
-    cfg = load_config(LearnerConfig)   # raises ConfigError naming the variable
+    cfg = load_config(LearnerConfig)   # raises ConfigError naming the variable and the allowed range
 
 Parsing rules (why: compose files and shells make these the common mistakes):
   * bool: 1/0/true/false/yes/no/on/off, case-insensitive.
@@ -79,46 +77,35 @@ def parse(meta: dict, raw: str, name: str) -> Any:
     if t is str:
         return raw
     if t is bool:
-        if s.lower() in _TRUE:
-            return True
-        if s.lower() in _FALSE:
-            return False
-        raise ConfigError(f"{name}={raw} is not a valid bool: allowed 1/0/true/false/yes/no")
-    if t is int:
-        try:
-            return int(s)
-        except ValueError:
-            pass
-        try:
-            x = float(s)
-        except ValueError:
-            x = math.nan
-        if math.isfinite(x) and x.is_integer():
-            return int(x)
-        raise ConfigError(f"{name}={raw} is not a valid int")
+        if s.lower() not in _TRUE + _FALSE:
+            raise ConfigError(f"{name}={raw} is not a valid bool: allowed 1/0/true/false/yes/no")
+        return s.lower() in _TRUE
     try:
         x = float(s)
     except ValueError:
         x = math.nan
-    if not math.isfinite(x):
-        raise ConfigError(f"{name}={raw} is not a valid (finite) float")
-    return x
+    if t is float:
+        if not math.isfinite(x):
+            raise ConfigError(f"{name}={raw} is not a valid (finite) float")
+        return x
+    try:
+        return int(s)  # exact, even beyond float precision
+    except ValueError:
+        if math.isfinite(x) and x.is_integer():
+            return int(x)
+    raise ConfigError(f"{name}={raw} is not a valid int")
 
 
 def check(meta: dict, value: Any, name: str, shown: str | None = None) -> Any:
     """Type- and range-check one value; returns it (ints widened to float for float settings).
     `shown` is how the value appears in the message (the raw env string when loading)."""
-    shown = str(value) if shown is None else shown
-    t = meta["type"]
     if value is None:  # a default of None means "unset" (e.g. an optional seed)
         return None
-    ok = (isinstance(value, bool) if t is bool
-          else isinstance(value, str) if t is str
-          else isinstance(value, int) and not isinstance(value, bool) if t is int
-          else isinstance(value, (int, float)) and not isinstance(value, bool))
-    if not ok:
-        raise ConfigError(f"{name}={shown} has the wrong type: expected {t.__name__}, "
-                          f"got {type(value).__name__}")
+    shown = str(value) if shown is None else shown
+    t = meta["type"]
+    # a float setting takes ints too; bools are ints to Python, so only a bool setting takes one
+    if not isinstance(value, (int, float) if t is float else t) or (t is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{name}={shown} has the wrong type: expected {t.__name__}, got {type(value).__name__}")
     if t is float:
         value = float(value)
         if not math.isfinite(value):
@@ -126,8 +113,7 @@ def check(meta: dict, value: Any, name: str, shown: str | None = None) -> Any:
     if meta["choices"] is not None and value not in meta["choices"]:
         raise ConfigError(f"{name}={shown} is not one of the allowed choices: "
                           + ", ".join(str(c) for c in meta["choices"]))
-    if (meta["min"] is not None and value < meta["min"]) or \
-            (meta["max"] is not None and value > meta["max"]):
+    if (meta["min"] is not None and value < meta["min"]) or (meta["max"] is not None and value > meta["max"]):
         raise ConfigError(f"{name}={shown} is out of range: allowed {allowed(meta)}")
     return value
 

@@ -1,10 +1,9 @@
 """`GameState`: what the Tempest game shows, decoded from RAM, un-normalised.
 
 Every field is a numpy array; a single state has the shapes below, a batch adds a leading
-dimension (the expert is vectorised over batches, and the wire carries a batch as one array per
-field).  Addresses are named in `ram_map.py`.  Depths: smaller = closer to the rim
-(the player's end of the tube); an enemy depth of 0 means the slot is empty.  Lanes are 0-15 and
-lane 0 is a real lane.
+dimension (the expert is vectorised over batches).  Addresses are named in `ram_map.py`.  Depths:
+smaller = closer to the rim (the player's end of the tube); an enemy depth of 0 means the slot is
+empty.  Lanes are 0-15 and lane 0 is a real lane.
 """
 from __future__ import annotations
 
@@ -68,20 +67,12 @@ class GameState:
     # -- derived views -------------------------------------------------------------------
     @property
     def in_play(self) -> np.ndarray:
-        """Play or zoom: the only frames that become transitions."""
+        """Play or zoom mode (the player may be dying)."""
         return (self.mode == MODE_PLAY) | (self.mode == MODE_ZOOM)
 
     @property
     def pulsars_lethal(self) -> np.ndarray:
         return (self.pulsing >= 0x01) & (self.pulsing <= 0x7F)
-
-    @property
-    def enemy_present(self) -> np.ndarray:
-        return self.enemy_depth != 0
-
-    @property
-    def batch_shape(self) -> tuple[int, ...]:
-        return self.mode.shape
 
     # -- batching ------------------------------------------------------------------------
     # (_FIELD_NAMES, set below the class, rather than dataclasses.fields(): slicing a batch is on
@@ -90,16 +81,8 @@ class GameState:
         return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "GameState":
-        names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            raise ValueError(f"GameState arrays missing fields: {missing}")
-        return cls(**{n: np.asarray(arrays[n], dtype=FIELD_DTYPES[n]) for n in names})
-
-    @classmethod
     def stack(cls, states: list["GameState"]) -> "GameState":
-        return cls(**{f.name: np.stack([getattr(s, f.name) for s in states]) for f in fields(cls)})
+        return cls(**{name: np.stack([getattr(s, name) for s in states]) for name in _FIELD_NAMES})
 
     def __getitem__(self, i) -> "GameState":
         return GameState(**{name: getattr(self, name)[i] for name in _FIELD_NAMES})
@@ -161,13 +144,9 @@ def decode_ram(ram: np.ndarray) -> GameState:
     )
 
 
-# dtype and per-state shape of every field (the wire schema and from_arrays use these).
+# dtype and per-state shape of every field (the wire schema).
 FIELD_SPECS: dict[str, tuple[str, tuple[int, ...]]] = {
-    f.name: (str(v.dtype), tuple(v.shape))
-    for f in fields(GameState)
-    for v in [getattr(decode_ram(np.zeros(RAM_SIZE, np.uint8)), f.name)]
-}
-FIELD_DTYPES = {name: np.dtype(spec[0]) for name, spec in FIELD_SPECS.items()}
+    name: (str(a.dtype), a.shape) for name, a in decode_ram(np.zeros(RAM_SIZE, np.uint8)).to_arrays().items()}
 
 
 def lane_distance(from_lane, to_lane, tube_open):

@@ -1,23 +1,14 @@
-"""Every message the services exchange, as plain dataclasses (the schema; `wire.py` encodes them).
+"""Every message the services exchange, as plain dataclasses: the schema (`wire.py` encodes it;
+docs/design.md, "Messages", says who sends which to whom over which sockets).
 
-One class per arrow in the service diagram of docs/design.md (its "Messages" table says more):
+Each field declares its wire type with `_f(...)` (metadata read by wire.py), so the dataclass's
+field order *is* the wire order and there is no second list to keep in sync.  Array fields also
+declare their dtypes, ndim and whether they are per-row (all per-row arrays of a message share the
+leading batch size B); `Message.validate()` checks those and wire.encode/decode call it, so a
+malformed batch is rejected at both ends.
 
-    emulator --PUSH--> replay    TransitionBatch            ("transitions")
-    emulator --PUSH--> learner   EpisodeSummary, Heartbeat  ("episode", "heartbeat")
-    emulator <-DEALER-> expert   ExpertRequest / ExpertReply
-    learner  <-DEALER-> replay   SampleRequest / SampleReply, PriorityUpdate / Ack
-    learner  --PUB---> emulator  WeightsSchedule            ("weights")
-    operator <-DEALER-> learner  ControlRequest / ControlReply (live settings)
-
-Each field declares its wire type with `_f(...)` (metadata read by wire.py) so the field order of
-the dataclass *is* the wire order and there is no second list to keep in sync.  Array fields also
-declare the allowed dtypes, the number of dimensions and whether they are per-row (all per-row
-arrays of one message share the leading batch size B); `Message.validate()` checks those, and
-`wire.encode`/`wire.decode` call it, so a malformed batch is rejected at both ends.
-
-Classes are frozen (fields cannot be reassigned) and compare by identity (eq=False) because
-numpy arrays have no single truth value; the arrays themselves stay mutable ("frozen-ish").
-This module must not import zmq: the schema is usable without any transport.
+Classes are frozen and compare by identity (eq=False: numpy arrays have no single truth value);
+the arrays themselves stay mutable.  No zmq here: the schema is usable without any transport.
 """
 from __future__ import annotations
 
@@ -33,13 +24,11 @@ ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM, ACTOR_EVALUATION = 0, 1, 2, 3
 ACTOR_NAMES = ("expert", "network", "random", "evaluation")
 NO_ACTION = -1  # TransitionBatch.action of a truncated episode's last record (bootstrap only)
 
-WIRE_TYPES = ("int", "float", "str", "bool", "array", "dict", "optional_str", "game_state",
-              "arrays", "list_int")
+WIRE_TYPES = ("int", "float", "str", "bool", "array", "dict", "optional_str", "game_state", "arrays")
 _FLOATS = ("float16", "float32")  # states may travel as float16 (docs/design.md, Messages)
 
 
-def _f(wire: str, dtype: str | tuple[str, ...] | None = None, ndim: int | None = None,
-       rows: bool = False):
+def _f(wire: str, dtype: str | tuple[str, ...] | None = None, ndim: int | None = None, rows: bool = False):
     """Declare a field's wire type; for arrays: allowed dtype(s), ndim, and per-row (shares B)."""
     assert wire in WIRE_TYPES, wire
     dtypes = (dtype,) if isinstance(dtype, str) else dtype
@@ -61,18 +50,14 @@ class Message:
             if meta["wire"] != "array":
                 continue
             if not isinstance(value, np.ndarray):
-                raise ValueError(f"{self.KIND}.{f.name}: expected a numpy array, "
-                                 f"got {type(value).__name__}")
+                raise ValueError(f"{self.KIND}.{f.name}: expected a numpy array, got {type(value).__name__}")
             if meta["dtypes"] and value.dtype not in [np.dtype(d) for d in meta["dtypes"]]:
-                raise ValueError(f"{self.KIND}.{f.name}: dtype {value.dtype} not in "
-                                 f"{list(meta['dtypes'])}")
+                raise ValueError(f"{self.KIND}.{f.name}: dtype {value.dtype} not in {list(meta['dtypes'])}")
             if meta["ndim"] is not None and value.ndim != meta["ndim"]:
-                raise ValueError(f"{self.KIND}.{f.name}: expected {meta['ndim']}-D, "
-                                 f"got shape {value.shape}")
+                raise ValueError(f"{self.KIND}.{f.name}: expected {meta['ndim']}-D, got shape {value.shape}")
             if meta["rows"]:
                 if batch is not None and value.shape[0] != batch[1]:
-                    raise ValueError(f"{self.KIND}: {f.name} has {value.shape[0]} rows but "
-                                     f"{batch[0]} has {batch[1]}")
+                    raise ValueError(f"{self.KIND}: {f.name} has {value.shape[0]} rows but {batch[0]} has {batch[1]}")
                 batch = batch or (f.name, value.shape[0])
 
     def num_rows(self) -> int:
@@ -84,29 +69,15 @@ class Message:
         return 1
 
 
-def _check_states_match(msg, a: str, b: str) -> None:
-    x, y = getattr(msg, a), getattr(msg, b)
-    if x.shape != y.shape or x.dtype != y.dtype:
-        raise ValueError(f"{msg.KIND}: {a} {x.dtype}{x.shape} != {b} {y.dtype}{y.shape}")
-
-
 _FROZEN = dict(frozen=True, eq=False)
 
 
 @dataclass(**_FROZEN)
 class TransitionBatch(Message):
-    """One-step transitions from one actor stream, emulator -> replay.
-
-    stream_id: one actor stream = one worker's MAME run (a restart starts a new stream).
-    worker_id: the emulator worker that produced it.
-    Per row (all length B):
-      episode_id int64; step int32 (tick index within the episode, from 0);
-      actor uint8 (ACTOR_*); action int16 (joint action index, NO_ACTION=-1 exactly where truncated);
-      reward_game float32 (game points this tick); reward_shaping float32 (shaping, kept apart);
-      terminal bool (this action ended the life); truncated bool (episode cut here: `state` is the
-      bootstrap state and the record has no action);
-      state float16|float32 [B, D] (state vector *before* the action).
-    """
+    """One-step transitions of one actor stream (one worker process; see docs/design.md "stream").
+    Per row: step counts ticks within the episode from 0; state is the vector *before* the action;
+    terminal: this action ended the life; truncated: the episode was cut here, so state is only the
+    bootstrap state and action is NO_ACTION."""
     KIND: ClassVar[str] = "transitions"
     stream_id: str = _f("str")
     worker_id: str = _f("str")
@@ -134,14 +105,9 @@ class TransitionBatch(Message):
 
 @dataclass(**_FROZEN)
 class EpisodeSummary(Message):
-    """One episode (= one life) ended, emulator -> learner (the run's bookkeeper).
-
-    episode_id, game_id (which game the life belonged to), evaluation (part of an evaluation game),
-    length (ticks = frames), game_reward / shaping_reward (sums over the episode),
-    score (game points gained in this life), game_score (the game's BCD score at episode end),
-    level (0-based), end ("terminal" | "truncated"), game_over (the last life of the game),
-    actor_counts (actor name -> ticks it acted), wall_time (unix seconds at the end).
-    """
+    """One episode (= one life) ended.  length in frames; game_reward / shaping_reward: sums over the
+    episode; score: points gained in this life; game_score: the game's score at episode end; level
+    0-based; actor_counts: actor name -> ticks it acted; wall_time: unix seconds at the end."""
     KIND: ClassVar[str] = "episode"
     ENDS: ClassVar[tuple[str, ...]] = ("terminal", "truncated")
     stream_id: str = _f("str")
@@ -170,12 +136,8 @@ class EpisodeSummary(Message):
 
 @dataclass(**_FROZEN)
 class Heartbeat(Message):
-    """Worker liveness and throughput, emulator -> learner.
-
-    frames_total / episodes_total: the worker's counters since it started (frames = decided ticks);
-    video_fps: MAME video frames per second; frames_per_s: decided ticks per second;
-    wall_time: unix seconds.
-    """
+    """Worker liveness and throughput: counters since the worker started, frames = decided ticks,
+    video_fps = MAME video frames per second (docs/design.md, Units)."""
     KIND: ClassVar[str] = "heartbeat"
     worker_id: str = _f("str")
     frames_total: int = _f("int")
@@ -187,7 +149,7 @@ class Heartbeat(Message):
 
 @dataclass(**_FROZEN)
 class ExpertRequest(Message):
-    """Batched expert query, emulator -> expert: request_id, states (a batched GameState, B>=0)."""
+    """Batched expert query: states is a batched GameState (B >= 0)."""
     KIND: ClassVar[str] = "expert_request"
     request_id: int = _f("int")
     states: GameState = _f("game_state")
@@ -195,7 +157,7 @@ class ExpertRequest(Message):
 
 @dataclass(**_FROZEN)
 class ExpertReply(Message):
-    """Expert answer: request_id, actions int16[B] (joint action indices), error (None if ok)."""
+    """Expert answer: joint action indices, or an error (None if ok)."""
     KIND: ClassVar[str] = "expert_reply"
     request_id: int = _f("int")
     actions: np.ndarray = _row("int16")
@@ -208,12 +170,9 @@ class ExpertReply(Message):
 
 @dataclass(**_FROZEN)
 class SampleRequest(Message):
-    """learner -> replay: draw batch_size n-step samples.
-
-    n_step, gamma: built at sample time with these (a live change applies at once);
-    prioritized / beta: prioritized sampling and its importance-weight exponent;
-    wait_s: seconds the replay may wait for the samples-per-insert cap (0 = refuse at once).
-    """
+    """Draw batch_size samples, built at sample time with this n_step and gamma (a live change applies
+    at once); beta: the importance-weight exponent; wait_s: seconds the replay may wait for the
+    samples-per-insert cap (0 = refuse at once)."""
     KIND: ClassVar[str] = "sample_request"
     request_id: int = _f("int")
     batch_size: int = _f("int")
@@ -230,13 +189,10 @@ class SampleRequest(Message):
 
 @dataclass(**_FROZEN)
 class SampleReply(Message):
-    """replay -> learner. error is None when ok (else the arrays are empty, B=0).
-
-    index uint64 (replay slot, for PriorityUpdate); state / next_state [B, D] float16|float32;
-    action int16; reward float32 (n-step discounted game+shaping return);
-    discount float32 (gamma^h for the bootstrap from next_state, 0 when the episode terminated);
-    weight float32 (importance-sampling weights, 1 when uniform); actor uint8 (ACTOR_*).
-    """
+    """error is None when ok (else the arrays are empty, B=0).  index: replay slots, for
+    PriorityUpdate; reward: the n-step discounted game+shaping return; discount: gamma^h for the
+    bootstrap from next_state, 0 when the episode terminated; weight: importance-sampling weights
+    (1 when uniform)."""
     KIND: ClassVar[str] = "sample_reply"
     request_id: int = _f("int")
     error: str | None = _f("optional_str")
@@ -251,7 +207,9 @@ class SampleReply(Message):
 
     def validate(self) -> None:
         super().validate()
-        _check_states_match(self, "state", "next_state")
+        s, n = self.state, self.next_state
+        if s.shape != n.shape or s.dtype != n.dtype:
+            raise ValueError(f"sample_reply: state {s.dtype}{s.shape} != next_state {n.dtype}{n.shape}")
 
     @classmethod
     def failure(cls, request_id: int, error: str, state_dim: int = 0) -> "SampleReply":
@@ -263,7 +221,7 @@ class SampleReply(Message):
 
 @dataclass(**_FROZEN)
 class PriorityUpdate(Message):
-    """learner -> replay: new priorities (float32, > 0 expected) for sampled slots (uint64)."""
+    """New priorities (> 0 expected) for sampled replay slots."""
     KIND: ClassVar[str] = "priority_update"
     request_id: int = _f("int")
     index: np.ndarray = _row("uint64")
@@ -272,7 +230,7 @@ class PriorityUpdate(Message):
 
 @dataclass(**_FROZEN)
 class Ack(Message):
-    """Generic reply to a request without a payload: request_id, error (None if ok)."""
+    """Generic reply to a request without a payload: error is None if ok."""
     KIND: ClassVar[str] = "ack"
     request_id: int = _f("int")
     error: str | None = _f("optional_str")
@@ -280,13 +238,8 @@ class Ack(Message):
 
 @dataclass(**_FROZEN)
 class WeightsSchedule(Message):
-    """learner -> emulators (PUB): network weights and the exploration schedule in force.
-
-    version (monotonic; subscribers ignore older ones), weights (parameter name -> array),
-    expert_ratio / epsilon (probabilities, training play), evaluation_share (fraction of games
-    played as evaluation games), evaluation_epsilon, global_frames (the run's frame count this
-    schedule was computed from), wall_time (unix seconds).
-    """
+    """Network weights and the exploration schedule in force.  version is monotonic (subscribers
+    ignore older ones); global_frames: the run's frame count the schedule was computed from."""
     KIND: ClassVar[str] = "weights"
     version: int = _f("int")
     weights: dict = _f("arrays")
@@ -314,7 +267,7 @@ class ControlRequest(Message):
 
 @dataclass(**_FROZEN)
 class ControlReply(Message):
-    """Answer: ok, settings (all settings in force after the op), error (why not ok; else None)."""
+    """settings: all settings in force after the op; error: why not ok (else None)."""
     KIND: ClassVar[str] = "control_reply"
     request_id: int = _f("int")
     ok: bool = _f("bool")

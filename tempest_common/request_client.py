@@ -1,17 +1,14 @@
-"""RequestClient: requests and their replies over one DEALER socket, matched by request id.
-
-The replay, expert and control clients are thin typed wrappers over it:
+"""RequestClient: requests and their replies over one DEALER socket, matched by request id; the
+replay, expert and control clients are thin typed wrappers over it.
 
     rpc = RequestClient(url, expect=SampleReply, peer="replay", error=ReplayError, timeout=ReplayTimeout)
     rid = rpc.new_id()
     rpc.send(SampleRequest(rid, ...))        # await_reply=False: the reply is dropped when it comes
     reply = rpc.receive(rid, timeout_s=30)   # a reply to another request meanwhile is kept for later
 
-Replies to requests nobody waits for any more (fire-and-forget, forgotten, timed out) are
-dropped on arrival.  A reply that does not decode raises `error(wire reason, detail)`; a reply
-with request id 0 (the peer could not read a request at all) raises `error` with the peer's
-reason.  Whether a decoded reply is a refusal is the wrapper's business: each reply type says it
-differently.  An owner that polls `sock` in its own zmq.Poller reads replies with `arrived()`.
+A reply that does not decode raises `error(wire reason, detail)`; one with request id 0 (the peer
+could not read the request at all) raises `error` with the peer's reason.  Whether a decoded reply
+is a refusal is the wrapper's business: each reply type says it differently.
 """
 from __future__ import annotations
 
@@ -96,7 +93,8 @@ class RequestClient:
         raise self._timeout(f"no reply from the {self.peer} at {self.url} within {timeout_s:g} s")
 
     def arrived(self) -> Iterator[Message]:
-        """The replies to awaited requests that are here now, without waiting."""
+        """The replies to awaited requests that are here now, without waiting (for an owner that
+        polls `sock` in its own zmq.Poller)."""
         early, self._early = self._early, {}
         yield from early.values()
         while True:

@@ -18,17 +18,13 @@ from .config import ConfigError
 T = TypeVar("T")
 
 
-class ConfigExit(SystemExit):
-    pass
-
-
 def load_or_exit(service: str, load: Callable[[], T]) -> T:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return load()
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
-        raise ConfigExit(2) from None
+        raise SystemExit(2) from None
 
 
 def serve_metrics(port: int) -> None:

@@ -10,7 +10,6 @@ the emulator README prints that table).  Design rules, from the predecessor's bu
     tubes, +-8; plain difference on open tubes, +-15), divided by 15 (open) or 8 (closed).
 Velocities (per enemy slot) compare with the previous tick's state of the same slot; they are 0
 when there is no previous state or the slot was empty in either.
-Works on a single state or a batch (leading dimension).
 """
 from __future__ import annotations
 
@@ -18,8 +17,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .game_state import (MODE_ZOOM, NUM_ENEMY_SHOTS, NUM_ENEMY_SLOTS, NUM_LANES, NUM_PLAYER_SHOTS,
-                         RIM_DEPTH, GameState, lane_distance)
+from . import ram_map as M
+from .game_state import (ENEMY_TYPE_NAMES, MODE_ZOOM, NUM_ENEMY_SHOTS, NUM_ENEMY_SLOTS, NUM_LANES,
+                         NUM_PLAYER_SHOTS, RIM_DEPTH, GameState, lane_distance)
+
+
+def _at(address: int, bits: str = "") -> str:
+    """How the features table names a RAM source: "$0201 b7"."""
+    return f"${address:04X}" + (f" {bits}" if bits else "")
 
 
 class Feature(NamedTuple):
@@ -33,53 +38,55 @@ class Feature(NamedTuple):
 def _build_features() -> list[Feature]:
     f: list[Feature] = []
     add = lambda *a: f.append(Feature(*a))  # noqa: E731
-    add("zoom", "$0000", "1 while zooming down the tube between levels, 0 in play", 0, 1)
-    add("player_lane", "$0200", "player lane / 15 (lane 0 is a real lane)", 0, 1)
-    add("player_alive", "$0201 b7", "1 while the player is alive", 0, 1)
-    add("tube_open", "$0111", "1 on an open tube (no wrap-around)", 0, 1)
-    add("level", "$009F", "level / 98, clipped", 0, 1)
-    add("lives", "$0048", "lives / 6, clipped", 0, 1)
-    add("shots_in_flight", "$0135", "player shots in flight / 8", 0, 1)
-    add("zaps_left", "$03AA", "superzapper uses left this level / 2", 0, 1)
-    add("zapper_running", "$0125", "1 while the superzapper is running", 0, 1)
-    add("enemies_in_tube", "$0108", "enemies in the tube / 16, clipped", 0, 1)
-    add("enemies_on_rim", "$0109", "enemies on the rim / 8, clipped", 0, 1)
-    add("enemies_to_spawn", "$03AB", "enemies still to spawn / 64, clipped", 0, 1)
-    add("pulsars_lethal", "$0148", "1 while pulsing is 0x01-0x7F (pulsars kill in their lane)", 0, 1)
-    add("pulsar_beat", "$0147", "pulsar beat / 255", 0, 1)
-    for i, name in enumerate(("flipper", "pulsar", "tanker", "spiker", "fuseball")):
-        add(f"active_{name}", f"${0x142 + i:04X}", f"active {name}s / 8, clipped", 0, 1)
+    add("zoom", _at(M.MODE), "1 while zooming down the tube between levels, 0 in play", 0, 1)
+    add("player_lane", _at(M.PLAYER_LANE), "player lane / 15 (lane 0 is a real lane)", 0, 1)
+    add("player_alive", _at(M.PLAYER_STATE, "b7"), "1 while the player is alive", 0, 1)
+    add("tube_open", _at(M.TUBE_OPEN), "1 on an open tube (no wrap-around)", 0, 1)
+    add("level", _at(M.LEVEL), "level / 98, clipped", 0, 1)
+    add("lives", _at(M.LIVES), "lives / 6, clipped", 0, 1)
+    add("shots_in_flight", _at(M.SHOTS_IN_FLIGHT), "player shots in flight / 8", 0, 1)
+    add("zaps_left", _at(M.ZAPS_USED), "superzapper uses left this level / 2", 0, 1)
+    add("zapper_running", _at(M.ZAPPER_RUNNING), "1 while the superzapper is running", 0, 1)
+    add("enemies_in_tube", _at(M.ENEMIES_IN_TUBE), "enemies in the tube / 16, clipped", 0, 1)
+    add("enemies_on_rim", _at(M.ENEMIES_ON_RIM), "enemies on the rim / 8, clipped", 0, 1)
+    add("enemies_to_spawn", _at(M.ENEMIES_TO_SPAWN), "enemies still to spawn / 64, clipped", 0, 1)
+    add("pulsars_lethal", _at(M.PULSING), "1 while pulsing is 0x01-0x7F (pulsars kill in their lane)", 0, 1)
+    add("pulsar_beat", _at(M.PULSAR_BEAT), "pulsar beat / 255", 0, 1)
+    for i, name in enumerate(ENEMY_TYPE_NAMES):
+        add(f"active_{name}", _at(M.ACTIVE_PER_TYPE + i), f"active {name}s / 8, clipped", 0, 1)
     for i in range(5):
-        add(f"spawn_slots_{i}", f"${0x13D + i:04X}", f"spawn slots available (type {i}) / 16, clipped", 0, 1)
+        add(f"spawn_slots_{i}", _at(M.SPAWN_SLOTS + i), f"spawn slots available (type {i}) / 16, clipped", 0, 1)
     for lane in range(NUM_LANES):
-        add(f"spike_{lane}", f"${0x3AC + lane:04X}", f"spike length in lane {lane}: 0 none, else "
+        add(f"spike_{lane}", _at(M.SPIKE_HEIGHTS + lane), f"spike length in lane {lane}: 0 none, else "
             "0.05 + 0.95 * (255 - tip depth) / 255", 0, 1)
     for lane in range(NUM_LANES):
-        add(f"angle_{lane}", f"${0x3EE + lane:04X}", f"tube angle of lane {lane} / 15", 0, 1)
+        add(f"angle_{lane}", _at(M.TUBE_ANGLES + lane), f"tube angle of lane {lane} / 15", 0, 1)
     for s in range(NUM_ENEMY_SLOTS):
         p = f"enemy{s}_"
-        add(p + "present", f"${0x2DF + s:04X}", f"1 if enemy slot {s} is occupied (depth != 0)", 0, 1)
-        for t, name in enumerate(("flipper", "pulsar", "tanker", "spiker", "fuseball")):
-            add(p + name, f"${0x283 + s:04X} b0-2", f"1 if slot {s} holds a {name}", 0, 1)
-        add(p + "rel_lane", f"${0x2B9 + s:04X}", "signed lane distance from the player / 8 (closed) "
+        add(p + "present", _at(M.ENEMY_DEPTH + s), f"1 if enemy slot {s} is occupied (depth != 0)", 0, 1)
+        for name in ENEMY_TYPE_NAMES:
+            add(p + name, _at(M.ENEMY_TYPE + s, "b0-2"), f"1 if slot {s} holds a {name}", 0, 1)
+        add(p + "rel_lane", _at(M.ENEMY_LANE + s), "signed lane distance from the player / 8 (closed) "
             "or / 15 (open); 0 when absent", -1, 1)
-        add(p + "proximity", f"${0x2DF + s:04X}", "1 - depth / 256 (near the rim -> 1); 0 when absent", 0, 1)
-        add(p + "at_rim", f"${0x2DF + s:04X}", f"1 if depth <= 0x{RIM_DEPTH:02X}", 0, 1)
-        add(p + "flipping", f"${0x283 + s:04X} b7", "1 while between lanes", 0, 1)
-        add(p + "moving_away", f"${0x28A + s:04X} b7", "1 while moving away from the rim", 0, 1)
-        add(p + "can_shoot", f"${0x28A + s:04X} b6", "1 if it can shoot", 0, 1)
+        add(p + "proximity", _at(M.ENEMY_DEPTH + s), "1 - depth / 256 (near the rim -> 1); 0 when absent", 0, 1)
+        add(p + "at_rim", _at(M.ENEMY_DEPTH + s), f"1 if depth <= 0x{RIM_DEPTH:02X}", 0, 1)
+        add(p + "flipping", _at(M.ENEMY_TYPE + s, "b7"), "1 while between lanes", 0, 1)
+        add(p + "moving_away", _at(M.ENEMY_FLAGS + s, "b7"), "1 while moving away from the rim", 0, 1)
+        add(p + "can_shoot", _at(M.ENEMY_FLAGS + s, "b6"), "1 if it can shoot", 0, 1)
         add(p + "lane_velocity", "prev tick", "lane change since the previous tick / 8, clipped", -1, 1)
         add(p + "depth_velocity", "prev tick", "depth change since the previous tick / 16, clipped "
             "(negative = approaching)", -1, 1)
-        add(p + "lane_increasing", f"${0x283 + s:04X} b6", "1 if its lane is increasing", 0, 1)
+        add(p + "lane_increasing", _at(M.ENEMY_TYPE + s, "b6"), "1 if its lane is increasing", 0, 1)
     for s in range(NUM_PLAYER_SHOTS):
-        add(f"shot{s}_present", f"${0x2D3 + s:04X}", f"1 if player shot {s} is in flight", 0, 1)
-        add(f"shot{s}_rel_lane", f"${0x2AD + s:04X}", "signed lane distance from the player (as enemies)", -1, 1)
-        add(f"shot{s}_proximity", f"${0x2D3 + s:04X}", "1 - depth / 256; 0 when absent", 0, 1)
+        add(f"shot{s}_present", _at(M.PLAYER_SHOT_DEPTH + s), f"1 if player shot {s} is in flight", 0, 1)
+        add(f"shot{s}_rel_lane", _at(M.PLAYER_SHOT_LANE + s), "signed lane distance from the player (as enemies)",
+            -1, 1)
+        add(f"shot{s}_proximity", _at(M.PLAYER_SHOT_DEPTH + s), "1 - depth / 256; 0 when absent", 0, 1)
     for s in range(NUM_ENEMY_SHOTS):
-        add(f"eshot{s}_present", f"${0x2DB + s:04X}", f"1 if enemy shot {s} is in flight", 0, 1)
-        add(f"eshot{s}_rel_lane", f"${0x2B5 + s:04X}", "signed lane distance from the player", -1, 1)
-        add(f"eshot{s}_proximity", f"${0x2DB + s:04X}/${0x2E6 + s:04X}", "1 - depth(8.8) / 256; 0 when absent", 0, 1)
+        add(f"eshot{s}_present", _at(M.ENEMY_SHOT_DEPTH_HI + s), f"1 if enemy shot {s} is in flight", 0, 1)
+        add(f"eshot{s}_rel_lane", _at(M.ENEMY_SHOT_LANE + s), "signed lane distance from the player", -1, 1)
+        add(f"eshot{s}_proximity", _at(M.ENEMY_SHOT_DEPTH_HI + s) + "/" + _at(M.ENEMY_SHOT_DEPTH_LO + s),
+            "1 - depth(8.8) / 256; 0 when absent", 0, 1)
     for side, off in (("left", -1), ("own", 0), ("right", 1)):
         add(f"threat_{side}", "enemies+shots", f"proximity of the nearest enemy or enemy shot in lane "
             f"player{off:+d}; 0 when none (or no such lane on an open tube)", 0, 1)
@@ -94,9 +101,7 @@ UPPER = np.array([feat.hi for feat in FEATURES], np.float32)
 
 
 def _rel_lane(player_lane, lane, tube_open):
-    d = lane_distance(player_lane[..., None], lane, tube_open[..., None])
-    scale = np.where(tube_open[..., None], 15.0, 8.0)
-    return d / scale
+    return lane_distance(player_lane[..., None], lane, tube_open[..., None]) / np.where(tube_open[..., None], 15.0, 8.0)
 
 
 def _proximity(depth):

@@ -1,21 +1,12 @@
-"""msgpack wire format for `tempest_common.messages` (never pickle: a worker must not be able to
-run code in the learner by sending bytes).
+"""msgpack wire format for `tempest_common.messages`; the rules are in docs/design.md, "Messages".
 
-A message is one msgpack map: {"v": SCHEMA_VERSION, "kind": <str>, <fields in dataclass order>}.
-Map order is fixed and floats always travel as float64, so equal messages give equal bytes (the
-golden tests in tests/data/golden/ rely on that; bump SCHEMA_VERSION whenever those bytes change
-meaning).
-
-numpy arrays travel as plain maps {"dtype": "<f4", "shape": [..], "data": <C-order bytes>}
-(no msgpack ext types, so any msgpack client can read them).  dtype strings are numpy's canonical
-little-endian `dtype.str` ("|b1", "|u1", "<i8", "<f2", ...); big-endian arrays are converted on
-encode.  Decoded arrays are zero-copy, READ-ONLY views on the received bytes (`np.frombuffer`):
-no per-message copy of states or weights; call `.copy()` before writing into one (or before
-`torch.from_numpy`, which warns on read-only arrays).
-
-`decode` raises only `MessageError`, whose `reason` is a short label for the "malformed message
-dropped" counters every service keeps (docs/design.md: a malformed or wrong-version message is counted
-and dropped, never crashes a service).
+Never pickle: a worker must not be able to run code in the learner by sending bytes.  Map order
+is fixed and floats always travel as float64, so equal messages give equal bytes (the golden tests
+in tests/data/golden/ rely on that).  Arrays are plain {"dtype", "shape", "data"} maps (no msgpack
+ext types, so any msgpack client can read them).  Decoded arrays are zero-copy, READ-ONLY views on
+the received bytes: call `.copy()` before writing into one (or before `torch.from_numpy`, which
+warns on read-only arrays).  `decode` raises only `MessageError`, whose `reason` labels the
+"malformed message dropped" counters.
 """
 from __future__ import annotations
 
@@ -56,8 +47,7 @@ class MessageError(ValueError):
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+        self.reason, self.detail = reason, detail
 
 
 def _bad(where: str, what: str, value: Any = None, reason: str = "bad_field") -> MessageError:
@@ -121,12 +111,6 @@ def _dict(v, where):
     return out
 
 
-def _list_int(v, where):
-    if not isinstance(v, (list, tuple)):
-        raise _bad(where, "list of int", v)
-    return [_int(_py(x), f"{where}[{i}]") for i, x in enumerate(v)]
-
-
 # -- arrays ----------------------------------------------------------------------------------
 def _enc_array(a, where):
     if not isinstance(a, np.ndarray):
@@ -145,19 +129,17 @@ def _dec_array(obj, where):
         raise _bad(where, "array map {dtype, shape, data}", obj, "bad_array")
     dt = _DTYPES.get(obj["dtype"]) if isinstance(obj["dtype"], str) else None
     if dt is None:
-        raise MessageError("bad_array", f"{where}: dtype {obj['dtype']!r} not in "
-                                        f"{sorted(_DTYPES)}")
+        raise MessageError("bad_array", f"{where}: dtype {obj['dtype']!r} not in {sorted(_DTYPES)}")
     shape, data = obj["shape"], obj["data"]
     if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-        raise MessageError("bad_array", f"{where}: shape must be <= {_MAX_NDIM} non-negative "
-                                        f"ints, got {shape!r}")
+        raise MessageError("bad_array", f"{where}: shape must be <= {_MAX_NDIM} non-negative ints, got {shape!r}")
     if not isinstance(data, bytes):
         raise _bad(where + ".data", "bytes", data, "bad_array")
     n = math.prod(shape)  # Python ints: no overflow for absurd shapes
     if len(data) != n * dt.itemsize:
-        raise MessageError("bad_array", f"{where}: {len(data)} bytes of data, shape {shape} "
-                                        f"{dt} needs {n * dt.itemsize}")
+        raise MessageError("bad_array", f"{where}: {len(data)} bytes of data, shape {shape} {dt} "
+                                        f"needs {n * dt.itemsize}")
     try:
         arr = np.frombuffer(data, dtype=dt).reshape(shape)
     except (ValueError, OverflowError) as e:  # e.g. a zero-size array with a huge other dim
@@ -168,44 +150,18 @@ def _dec_array(obj, where):
     return arr
 
 
-def _enc_arrays(v, where):
-    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
-        raise _bad(where, "map of str -> array", v, "bad_array")
-    return {k: _enc_array(a, f"{where}[{k!r}]") for k, a in v.items()}
+def _arrays(array_codec):
+    """The codec of a map of str -> array, from one array's codec (either direction)."""
+    def codec(v, where):
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise _bad(where, "map of str -> array", v, "bad_array")
+        return {k: array_codec(a, f"{where}[{k!r}]") for k, a in v.items()}
+    return codec
 
 
-def _dec_arrays(v, where):
-    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
-        raise _bad(where, "map of str -> array", v, "bad_array")
-    return {k: _dec_array(a, f"{where}[{k!r}]") for k, a in v.items()}
-
-
-# -- GameState: one array per field, all with the same leading batch size ----------------------
-# Expected dtype object and per-state shape of every field, built once: `np.dtype(name)` on every
-# call made this check ~25 us of every request's encode.
-_GS_SPECS = [(name, np.dtype(dt), tuple(per_state)) for name, (dt, per_state) in FIELD_SPECS.items()]
-
-
-def _check_game_state(arrays: dict, where: str) -> None:
-    if arrays.keys() != FIELD_SPECS.keys():
-        missing, extra = set(FIELD_SPECS) - set(arrays), set(arrays) - set(FIELD_SPECS)
-        raise MessageError("bad_game_state", f"{where}: missing fields {sorted(missing)}, "
-                                            f"unknown fields {sorted(extra)}")
-    batch = None
-    for name, dtype, per_state in _GS_SPECS:
-        a = arrays[name]
-        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim < 1 or a.shape[1:] != per_state:
-            raise MessageError("bad_game_state", f"{where}.{name}: expected {FIELD_SPECS[name][0]} "
-                               f"[B, *{per_state}], got {getattr(a, 'dtype', type(a))} "
-                               f"{getattr(a, 'shape', '')}")
-        if batch is not None and a.shape[0] != batch:
-            raise MessageError("bad_game_state", f"{where}.{name}: {a.shape[0]} states, "
-                                                f"other fields have {batch}")
-        batch = a.shape[0]
-
-
-# GameState travels packed: one little-endian record per state with the fields in FIELD_SPECS
-# order (a numpy structured dtype), so a batch is a single bytes blob and decoding is a view.
+# -- GameState ---------------------------------------------------------------------------------
+# A batch travels packed: one little-endian record per state with the fields in FIELD_SPECS order
+# (a numpy structured dtype), so a batch is a single bytes blob and decoding is a view.
 # Field by field it cost ~200 us to encode and ~250 us to decode one state; packed, ~20 us each.
 _GS_DTYPE = np.dtype([(name, np.dtype(dt).newbyteorder("<"), shape) for name, (dt, shape) in FIELD_SPECS.items()])
 _GS_LAYOUT = zlib.crc32(repr(_GS_DTYPE.descr).encode())  # both ends must agree on the layout
@@ -215,8 +171,11 @@ _GS_BOOLS = [name for name, (dt, _) in FIELD_SPECS.items() if np.dtype(dt) == np
 _GS_BOOL_BYTES = np.array([_GS_DTYPE.fields[name][1] + i for name in _GS_BOOLS
                            for i in range(math.prod(FIELD_SPECS[name][1]))], np.intp)
 # on a little-endian host the record fields already have GameState's dtypes, so decode can build
-# the GameState from the zero-copy field views directly (from_arrays' per-field asarray: ~18 us)
+# the GameState from the zero-copy field views directly (a per-field asarray cost ~18 us)
 _GS_NATIVE = all(_GS_DTYPE.fields[name][0].base == np.dtype(dt) for name, (dt, _) in FIELD_SPECS.items())
+# Expected dtype object and per-state shape of every field, built once: `np.dtype(name)` on every
+# call made the encode check ~25 us of every request.
+_GS_SPECS = [(name, np.dtype(dt), tuple(per_state)) for name, (dt, per_state) in FIELD_SPECS.items()]
 
 
 @functools.lru_cache(maxsize=64)
@@ -225,10 +184,23 @@ def _gs_signature(batch: int) -> list:
     return [(np.ndarray, dtype, (batch, *per_state)) for _, dtype, per_state in _GS_SPECS]
 
 
+def _check_game_state(arrays: dict, where: str) -> None:
+    """The full check behind _enc_game_state's fast path: names the first bad field."""
+    batch = None
+    for name, dtype, per_state in _GS_SPECS:
+        a = arrays[name]
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim < 1 or a.shape[1:] != per_state:
+            raise MessageError("bad_game_state", f"{where}.{name}: expected {dtype} [B, *{per_state}], "
+                                                f"got {getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
+        if batch is not None and a.shape[0] != batch:
+            raise MessageError("bad_game_state", f"{where}.{name}: {a.shape[0]} states, other fields have {batch}")
+        batch = a.shape[0]
+
+
 def _enc_game_state(v, where):
     if not isinstance(v, GameState):
         raise _bad(where, "GameState", v, "bad_game_state")
-    arrays = {name: getattr(v, name) for name in FIELD_SPECS}  # = v.to_arrays(), without fields()
+    arrays = v.to_arrays()
     # fast path: one list comparison instead of _check_game_state's ~8 checks per field; anything
     # unexpected (subclasses included) goes through the full check and its exact error message
     g = arrays["mode"]
@@ -257,16 +229,16 @@ def _dec_game_state(v, where):
         for name in _GS_BOOLS:  # rare: find the field to name in the error
             if np.any(records[name].view(np.uint8) > 1):
                 raise MessageError("bad_game_state", f"{where}.{name}: booleans must be 0 or 1")
-    fields = {name: records[name] for name in FIELD_SPECS}
-    return GameState(**fields) if _GS_NATIVE else GameState.from_arrays(fields)
+    if not _GS_NATIVE:  # a big-endian host: one copy in GameState's (native) byte order
+        records = records.astype(_GS_DTYPE.newbyteorder("="))
+    return GameState(**{name: records[name] for name in FIELD_SPECS})
 
 
 # wire type -> (encode, decode)
 _CODECS = {
     "int": (_int, _int), "float": (_float, _float), "str": (_str, _str),
-    "bool": (_bool, _bool), "optional_str": (_optional_str, _optional_str),
-    "dict": (_dict, _dict), "list_int": (_list_int, _list_int),
-    "array": (_enc_array, _dec_array), "arrays": (_enc_arrays, _dec_arrays),
+    "bool": (_bool, _bool), "optional_str": (_optional_str, _optional_str), "dict": (_dict, _dict),
+    "array": (_enc_array, _dec_array), "arrays": (_arrays(_enc_array), _arrays(_dec_array)),
     "game_state": (_enc_game_state, _dec_game_state),
 }
 
@@ -328,8 +300,7 @@ def _decode_obj(obj: Any, expect) -> Message:
     missing = [n for n, _ in specs if n not in obj]
     extra = set(obj) - {"v", "kind"} - {n for n, _ in specs}
     if missing or extra:
-        raise MessageError("bad_field", f"{kind}: missing fields {missing}, "
-                                        f"unknown fields {sorted(map(str, extra))}")
+        raise MessageError("bad_field", f"{kind}: missing fields {missing}, unknown fields {sorted(map(str, extra))}")
     values = {n: _CODECS[meta["wire"]][1](obj[n], f"{kind}.{n}") for n, meta in specs}
     msg = cls(**values)
     _validate(msg)
