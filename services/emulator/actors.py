@@ -1,12 +1,10 @@
 """Who acts on a decision tick, and which games are evaluation games.
 
 Training games: the expert with probability expert_ratio, else the network, epsilon-greedy
-(actor "random" for the epsilon draws).  Before the first weights arrive the network's turns
-are random.  Evaluation games: the network alone with evaluation epsilon (actor "evaluation").
-The expert is asked through its client; when it does not answer in time the tick is played
-randomly and the expert is left alone for a back-off period, so a dead expert costs one timeout
-per back-off, not one per tick.  The learner's published schedule replaces expert_ratio and the
-epsilons as it arrives.
+(actor "random" for the epsilon draws, and until the first weights arrive).  Evaluation games:
+the network alone with the evaluation epsilon.  An expert that does not answer in time is left
+alone for a back-off period (a dead expert costs one timeout per back-off, not one per tick).
+The learner's published schedule replaces expert_ratio and the epsilons as it arrives.
 """
 from __future__ import annotations
 

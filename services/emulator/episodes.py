@@ -54,15 +54,6 @@ class Record:
     prev_ram: np.ndarray | None  # the decision tick before it (None: zero velocities)
 
 
-@dataclass
-class _Pending:
-    ram: np.ndarray
-    prev_ram: np.ndarray | None
-    action: int
-    actor: int
-    score: int
-
-
 class EpisodeTracker:
     """Feed every tick with `observe`; collect records and episode ends from its outputs."""
 
@@ -71,17 +62,10 @@ class EpisodeTracker:
         """Episode summaries name the stream and worker and carry `clock()` (the caller's: unix
         seconds in a worker) as their wall time."""
         self.reward, self.stream_id, self.worker_id, self.clock = reward, stream_id, worker_id, clock
-        self.next_episode_id = 0
-        self.game_id = -1                 # the first START makes it 0
-        self.episode_id: int | None = None
-        self._step = 0
-        self._pending: _Pending | None = None
-        self._start_score = self._last_score = 0
-        self._game_reward = 0.0
-        self._shaping = 0.0
-        self._actors: dict[int, int] = {}
-        self._evaluation = False
-        self._level = 0
+        self.next_episode_id, self.game_id = 0, -1   # the first START makes game_id 0
+        self.episode_id: int | None = None            # the open episode (the rest is set by _open)
+        self._pending: tuple | None = None           # (ram, prev_ram, action, actor, score) of the last decision
+        self._last_score = self._level = 0
 
     @property
     def pending_key(self) -> tuple[int, int] | None:
@@ -115,7 +99,7 @@ class EpisodeTracker:
         if not self.in_episode:
             self._open(score, evaluation)
         actor, action = decision
-        self._pending = _Pending(tick.ram, prev_ram, int(action), int(actor), score)
+        self._pending = (tick.ram, prev_ram, int(action), int(actor), score)
         self._last_score, self._level = score, tick.level
         return records, ends
 
@@ -125,8 +109,8 @@ class EpisodeTracker:
             return [], []
         records = []
         if self._pending is not None:
-            p = self._pending
-            records.append(Record(self.episode_id, self._step, p.actor, -1, 0.0, 0.0, False, True, p.ram, p.prev_ram))
+            ram, prev_ram, _, actor, _ = self._pending
+            records.append(Record(self.episode_id, self._step, actor, -1, 0.0, 0.0, False, True, ram, prev_ram))
         return records, [self._close(self._last_score, self._level, "truncated", game_over=False)]
 
     # -- internals -------------------------------------------------------------------------
@@ -141,14 +125,14 @@ class EpisodeTracker:
         self._pending = None
 
     def _outcome(self, score: int, died: bool) -> Record:
-        p = self._pending
-        r = game_reward(score - p.score, died, self.reward)
+        ram, prev_ram, action, actor, score_then = self._pending
+        r = game_reward(score - score_then, died, self.reward)
         shaping = 0.0 if died else self.reward.survival_bonus
-        rec = Record(self.episode_id, self._step, p.actor, p.action, r, shaping, died, False, p.ram, p.prev_ram)
+        rec = Record(self.episode_id, self._step, actor, action, r, shaping, died, False, ram, prev_ram)
         self._step += 1
         self._game_reward += r
         self._shaping += shaping
-        self._actors[ACTOR_NAMES[p.actor]] = self._actors.get(ACTOR_NAMES[p.actor], 0) + 1
+        self._actors[ACTOR_NAMES[actor]] = self._actors.get(ACTOR_NAMES[actor], 0) + 1
         self._pending = None
         return rec
 

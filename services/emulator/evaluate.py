@@ -44,12 +44,13 @@ def play_game(session: GameSession, policy: NetworkPolicy, epsilon: float, max_t
     tick, prev, ticks = session.restart(), None, 0
     while tick.kind is not TickKind.GAME_OVER and ticks < max_ticks:
         if tick.decides:
+            if session.skipped:
+                prev = None
             session.act(int(rng.integers(NUM_ACTIONS)) if rng.random() < epsilon else policy.act(tick.ram, prev))
             prev, ticks = tick.ram, ticks + 1
         else:
-            session.pass_tick()
-            prev = None
-        tick = session.next_tick()
+            session.pass_tick()   # a death edge with lives left
+        tick = session.next_decision()
     return tick.score, tick.level + 1, ticks, tick.kind is not TickKind.GAME_OVER
 
 
@@ -70,14 +71,13 @@ def main(argv=None) -> int:
     epsilon = checkpoint["live"]["evaluation_epsilon"] if args.epsilon is None else args.epsilon
     policy = NetworkPolicy("", metrics=None)
     policy.net = net
+    suffix = Path(args.video).suffix.lower()
+    if args.video and suffix not in (".mng", ".avi"):
+        ap.error("--video must end in .mng or .avi")
+    extra = (f"-{suffix[1:]}write", "evaluation" + suffix) if args.video else ()   # MAME's own recorder
+    args.games = 1 if args.video else args.games
     workdir = tempfile.mkdtemp(prefix="tempest-eval-")
-    extra = []
-    if args.video:
-        flag = {".mng": "-mngwrite", ".avi": "-aviwrite"}.get(Path(args.video).suffix.lower())
-        if flag is None:
-            ap.error("--video must end in .mng or .avi")
-        extra, args.games = [flag, "evaluation" + Path(args.video).suffix.lower()], 1
-    session = GameSession.launch(rompath, workdir=workdir, extra_args=tuple(extra))
+    session = GameSession.launch(rompath, workdir=workdir, extra_args=extra)
     rng = np.random.default_rng(args.seed)
     results = []
     try:
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     finally:
         session.close(grace_s=10.0)
     if args.video:
-        shutil.move(str(Path(workdir) / "snap" / ("evaluation" + Path(args.video).suffix.lower())), args.video)
+        shutil.move(str(Path(workdir) / "snap" / ("evaluation" + suffix)), args.video)
         print(f"video of game 1: {args.video}")
     shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps({"checkpoint": args.checkpoint, "games": len(results), "scores": results,

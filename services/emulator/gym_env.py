@@ -1,17 +1,13 @@
-"""TempestEnv: the worker's game, by the worker's rules, as a Gymnasium environment.
+"""TempestEnv: the worker's game, by the worker's rules (GameSession), as a Gymnasium environment.
 
     env = TempestEnv(rompath="/path/to/roms")
     obs, info = env.reset(seed=0)          # float32[STATE_SIZE], see tempest_common.state_vector
     obs, reward, terminated, truncated, info = env.step(action)   # action: joint index 0..43
 
-The first reset starts MAME, lets the bridge get through attract mode and level select, and
-saves the start of play; every reset loads it (GameSession.restart), so the same actions give the
-same observations (MAME is deterministic given its inputs; the bridge keeps inputs neutral on the
-save/load frame).  An episode is one life: terminated at the death edge; truncated after
-`max_episode_ticks`.  Actions pass the worker's superzapper gate (info["action"] is the action
-played).  Ticks without a decision (between levels) are skipped inside step().  Reward: the
-scaled, clipped score delta minus the death penalty (the worker's game reward);
-info["shaping"] carries the shaping reward apart.
+Every reset starts from the saved start of play, so the same actions give the same observations
+(MAME is deterministic given its inputs).  An episode is one life: terminated at the death edge,
+truncated after `max_episode_ticks`.  info["action"] is the action played (after the superzapper
+gate); the reward is the worker's game reward, info["shaping"] the shaping reward apart.
 """
 from __future__ import annotations
 
@@ -27,7 +23,7 @@ from tempest_common.state_vector import LOWER, STATE_SIZE, UPPER, encode_state
 from .bridge import BridgeClosed
 from .episodes import RewardConfig, game_reward
 from .mame_process import check_rom_dir
-from .session import DEATHS, GameSession, Tick
+from .session import DEATHS, GameSession
 
 
 class TempestEnv(gym.Env):
@@ -44,7 +40,7 @@ class TempestEnv(gym.Env):
         self.observation_space = gym.spaces.Box(LOWER, UPPER, (STATE_SIZE,), np.float32)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
         self._session: GameSession | None = None
-        self._game: GameState | None = None   # the GameState of the latest tick
+        self.game_state: GameState | None = None   # behind the latest observation (what the expert reads)
         self._ticks = 0
         self._episode_over = True
 
@@ -55,48 +51,35 @@ class TempestEnv(gym.Env):
             self._session = GameSession.launch(self.rompath, mame_binary=self.mame_binary,
                                                tick_timeout_s=self.tick_timeout_s)
         tick = self._session.restart()
-        self._game = decode_ram(tick.ram)
+        self.game_state = decode_ram(tick.ram)
         self._ticks = 0
         self._episode_over = False
-        return encode_state(self._game), self._info(self._game)
+        return encode_state(self.game_state), self._info(self.game_state)
 
     def step(self, action):
         if self._episode_over:
             raise RuntimeError("call reset() before step(), and again after an episode ends")
         if not self.action_space.contains(int(action)):
             raise ValueError(f"action must be an int in 0..{NUM_ACTIONS - 1}, got {action!r}")
-        prev = self._game
+        prev = self.game_state
         played = self._session.act(int(action))
-        tick = self._next_decision_or_death()
+        tick = self._session.next_decision()
         game = decode_ram(tick.ram)
         died = tick.kind in DEATHS
         reward = game_reward(int(game.score) - int(prev.score), died, self.reward_cfg)
         self._ticks += 1
         truncated = not died and self._ticks >= self.max_episode_ticks
-        self._game, self._episode_over = game, died or truncated
+        self.game_state, self._episode_over = game, died or truncated
         info = self._info(game)
         info["shaping"] = 0.0 if died else self.reward_cfg.survival_bonus
         info["action"] = played
-        return encode_state(game, prev), reward, died, truncated, info
+        return encode_state(game, None if self._session.skipped else prev), reward, died, truncated, info
 
     def close(self):
         if self._session is not None:
             self._session.close(grace_s=3.0)
             self._session = None
-        self._game, self._episode_over = None, True
-
-    @property
-    def game_state(self) -> GameState | None:
-        """The GameState behind the latest observation (what the expert policy reads)."""
-        return self._game
-
-    # -- internals -----------------------------------------------------------------------------
-    def _next_decision_or_death(self) -> Tick:
-        while True:
-            tick = self._session.next_tick()
-            if tick.decides or tick.kind in DEATHS:
-                return tick
-            self._session.pass_tick()
+        self.game_state, self._episode_over = None, True
 
     @staticmethod
     def _info(game: GameState) -> dict:

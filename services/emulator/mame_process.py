@@ -127,15 +127,11 @@ class MameProcess:
         except subprocess.TimeoutExpired:
             return False
 
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
     def stop(self, grace_s: float = 3.0) -> None:
         """Wait for a bridge-requested exit, then SIGKILL (MAME ignores SIGTERM)."""
         if not self.wait(grace_s):
-            self.kill()
+            self.proc.kill()
+            self.proc.wait(timeout=10)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

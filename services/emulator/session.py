@@ -13,6 +13,7 @@ calls `BridgeServer.receive` or `reply`.  Every message becomes a `Tick` of one 
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from typing import Callable, NamedTuple
@@ -95,6 +96,7 @@ class GameSession:
         self._owed = False                 # the latest tick still needs its answer
         self._loading = False              # a load MAME has not confirmed yet
         self._since_zap = LONG_AGO
+        self.skipped = 0                   # ticks next_decision() answered neutrally
 
     @classmethod
     def launch(cls, rompath: str, *, mame_binary: str | None = None, workdir: str | None = None,
@@ -144,6 +146,15 @@ class GameSession:
             self._owed = True
             self.tick = Tick(self.classifier.classify(msg.ram), msg.ram, msg.video_frame, msg.loaded)
             return self.tick
+
+    def next_decision(self) -> Tick:
+        """The next decision tick or death edge; the ticks between get neutral answers, and their
+        number is `skipped` (velocities span no gap: with ticks skipped, the previous is None)."""
+        tick, self.skipped = self.next_tick(), 0
+        while not tick.decides and tick.kind not in DEATHS:
+            self.pass_tick()
+            tick, self.skipped = self.next_tick(), self.skipped + 1
+        return tick
 
     def _receive(self):
         waited = 0.0
@@ -212,10 +223,8 @@ class GameSession:
 
     def close(self, grace_s: float = 3.0) -> None:
         """Ask MAME to exit if it waits on an answer, then stop it (killed after grace_s)."""
-        try:
-            if self._owed:
+        if self._owed:
+            with contextlib.suppress(BridgeClosed):   # MAME may be gone already
                 self.exit()
-        except BridgeClosed:
-            pass
         self.server.close()
         self.mame.stop(grace_s=grace_s)

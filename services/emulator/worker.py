@@ -1,11 +1,9 @@
 """EmulatorWorker: one MAME played tick by tick; transitions, episodes and heartbeats shipped.
 
-The worker is a game session (session.py: MAME, the bridge, Tempest's rules), an actor chooser
-and evaluation scheduler (actors.py), an episode tracker (episodes.py: ticks -> records) and a
-transition adder (adder.py: records -> batches).  Per tick: answer at once (MAME waits for
-decision ticks), then do the bookkeeping while MAME emulates the next tick.
-MAME is restarted when it exits, dies or stops sending ticks; the open episode is truncated.
-Stopping (SIGTERM / SIGINT / stop()) asks MAME to exit through the bridge, then kills it.
+A game session (session.py), an actor chooser and evaluation scheduler (actors.py), an episode
+tracker (episodes.py) and a transition adder (adder.py).  Per tick: answer at once, then do the
+bookkeeping while MAME emulates the next tick.  MAME is restarted when it exits, dies or stalls
+(the open episode is truncated); stop() asks MAME to exit through the bridge, then kills it.
 """
 from __future__ import annotations
 
