@@ -32,6 +32,7 @@ class ActorChooser:
         self.expert_timeout_ms, self.expert_backoff_s = expert_timeout_ms, expert_backoff_s
         self.follow_schedule(expert_ratio, epsilon, 0.0, 0.0)
         self._expert_retry_at = 0.0
+        self._evaluated = False   # an evaluation game has been drawn on this worker
         # Pre-drawn randomness: one block of draws serves many ticks, keeping the hot path cheap.
         self._uniform = np.empty((0, 2))
         self._actions = np.empty(0, np.int64)
@@ -52,7 +53,12 @@ class ActorChooser:
         return u[0], u[1], a
 
     def next_game_is_evaluation(self) -> bool:
-        return self.network.ready and self.rng.random() < self.evaluation_share
+        """A draw at evaluation_share; the first one after the network is ready always wins, so
+        performance figures have data early in a run."""
+        if not self.network.ready:
+            return False
+        first, self._evaluated = not self._evaluated, True
+        return first or self.rng.random() < self.evaluation_share
 
     def choose(self, state_fn, network_fn, evaluation: bool = False) -> tuple[int, int]:
         """(actor, action) for a decision tick.  `state_fn()` decodes the tick as a batch of one
@@ -84,10 +90,10 @@ class ActorChooser:
 
 
 class EvaluationScheduler:
-    """Which games are evaluation games (pure).  Each game over draws whether the next game is one
-    (the caller's coin); that game starts from the saved start of play, so the worker loads it
-    between lives, and it lasts until its own game over.  A lost MAME cancels everything: the
-    next MAME has no saved start yet."""
+    """Which games are evaluation games (pure).  Each life that ends draws whether an evaluation
+    game comes next (the caller's coin): a training game is left at that death edge, and the
+    evaluation game starts from the saved start of play (a load between lives) and lasts until
+    its own game over.  A lost MAME cancels everything: the next MAME has no saved start yet."""
     TRAINING, DUE, LOADING, EVALUATING = "training", "due", "loading", "evaluating"
 
     def __init__(self):
@@ -97,7 +103,9 @@ class EvaluationScheduler:
     def evaluating(self) -> bool:
         return self.phase == self.EVALUATING
 
-    def game_over(self, next_is_evaluation: bool) -> None:
+    def life_ended(self, game_over: bool, next_is_evaluation: bool) -> None:
+        if self.phase == self.EVALUATING and not game_over:
+            return  # an evaluation game plays all its lives
         self.phase = self.DUE if next_is_evaluation else self.TRAINING
 
     def should_load(self, between_lives: bool, has_start_state: bool) -> bool:

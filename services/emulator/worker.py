@@ -171,8 +171,8 @@ class EmulatorWorker:
 
     def _episode_ended(self, end: EpisodeSummary) -> None:
         self._send_batch(self.adder.flush())  # the episode's records leave before its summary
-        if end.game_over:
-            self.evaluations.game_over(self.actors.next_game_is_evaluation())
+        if end.end == "terminal":
+            self.evaluations.life_ended(end.game_over, self.actors.next_game_is_evaluation())
         self.episodes_total += 1
         self.metrics.episodes.inc()
         self.metrics.episode_score.set(end.score)

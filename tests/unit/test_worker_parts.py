@@ -21,17 +21,21 @@ from tests.unit.recorded import FIRST_LIVES, ZOOM
 S = EvaluationScheduler
 # name: (events, expected phase after each); events are method calls on the scheduler
 SCHEDULE_CASES = {
-    "a game over that draws no evaluation keeps training": (
-        [("game_over", False)], [S.TRAINING]),
-    "drawn, loaded between lives, evaluated until its game over": (
-        [("game_over", True), ("load_sent",), ("game_loaded",), ("game_over", False)],
-        [S.DUE, S.LOADING, S.EVALUATING, S.TRAINING]),
+    # name: (events, expected phase after each); events are method calls on the scheduler
+    "a life that draws no evaluation keeps training": ([("life_ended", False, False)], [S.TRAINING]),
+    "drawn at a death with lives left, loaded, evaluated until its game over": (
+        [("life_ended", False, True), ("load_sent",), ("game_loaded",), ("life_ended", False, False),
+         ("life_ended", True, False)],
+        [S.DUE, S.LOADING, S.EVALUATING, S.EVALUATING, S.TRAINING]),
+    "an evaluation game's lives draw nothing until its game over": (
+        [("life_ended", True, True), ("load_sent",), ("game_loaded",), ("life_ended", False, True)],
+        [S.DUE, S.LOADING, S.EVALUATING, S.EVALUATING]),
     "two evaluation games in a row": (
-        [("game_over", True), ("load_sent",), ("game_loaded",), ("game_over", True)],
+        [("life_ended", True, True), ("load_sent",), ("game_loaded",), ("life_ended", True, True)],
         [S.DUE, S.LOADING, S.EVALUATING, S.DUE]),
-    "a lost MAME cancels a due evaluation": ([("game_over", True), ("mame_lost",)], [S.DUE, S.TRAINING]),
+    "a lost MAME cancels a due evaluation": ([("life_ended", False, True), ("mame_lost",)], [S.DUE, S.TRAINING]),
     "a lost MAME ends an evaluation game": (
-        [("game_over", True), ("load_sent",), ("game_loaded",), ("mame_lost",)],
+        [("life_ended", True, True), ("load_sent",), ("game_loaded",), ("mame_lost",)],
         [S.DUE, S.LOADING, S.EVALUATING, S.TRAINING]),
 }
 
@@ -77,6 +81,15 @@ def test_actor_choice_by_schedule():
     assert c.choose(None, lambda: 7, evaluation=True) == (ACTOR_EVALUATION, 7)   # evaluation epsilon 0
     shares = [chooser(epsilon=0.3, seed=s).choose(None, lambda: 7)[0] for s in range(400)]
     assert 0.2 < shares.count(ACTOR_RANDOM) / 400 < 0.4
+
+
+def test_the_first_draw_after_the_network_is_ready_is_an_evaluation():
+    assert not chooser(ready=False).next_game_is_evaluation()
+    c = chooser()
+    c.follow_schedule(0.0, 0.0, 0.0, 0.0)   # evaluation share 0
+    assert c.next_game_is_evaluation() and not any(c.next_game_is_evaluation() for _ in range(100))
+    c.follow_schedule(0.0, 0.0, 0.3, 0.0)
+    assert 0.2 < sum(c.next_game_is_evaluation() for _ in range(1000)) / 1000 < 0.4
 
 
 def test_expert_without_a_client_falls_back():

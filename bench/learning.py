@@ -1,0 +1,152 @@
+"""Benchmark: does the network learn?  The whole pipeline trains on the real game, then the
+evaluate command scores its frame-mark checkpoints beside the expert and random on the same starts.
+
+    .venv/bin/python bench/learning.py [--frames N] [--marks K] [--lives L] [--eval-seed S] [--jobs J]
+                                       [--set NAME=VALUE ...] [--run-dir DIR] [--eval-only]
+
+Training: the services `make up` runs (tools/local_stack.py: redis, prometheus, replay, expert,
+learner, one emulator worker) on their own ports, in a fresh run folder, with today's defaults
+(the caller's learner and replay settings are ignored; --set passes one explicitly, for an
+ablation), until the learner counts N global frames; the learner keeps a checkpoint at every
+N/K frames (CHECKPOINT_EVERY_FRAMES).  Evaluation: `python -m services.emulator.evaluate` on
+those K checkpoints, `expert` and `random`, L lives each from the same seeded starts, capped at
+4,000 ticks per life.  Progress goes to stderr; the learning curve (points per life against
+frames, 95% bands, the expert and random lines) is written to DIR/learning_curve.png; the last
+stdout line is one JSON object:
+  frames, wall_s (training + evaluation), train_wall_s, eval_wall_s, lives, eval_seed,
+  curve [[frames, mean, ci95], ...], dqn_mean_score (the last checkpoint), dqn_ci95,
+  expert_mean_score, random_mean_score, dqn_over_expert.
+The default budget (800k frames, 4 marks, 30 lives) fits training plus evaluation within 70
+minutes on a 2-core machine (this is the one benchmark allowed past 10 minutes).  --eval-only
+evaluates the marks already in DIR (a run that was trained before).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import clean_env, logger, metrics, rompath, wait_for  # noqa: E402
+
+PORT_OFFSET = 700          # beside a user's `make up` (ports 5555-5560, 6390, 9090, 9101-9110)
+LEARNER_METRICS = 9104 + PORT_OFFSET
+MAX_TICKS = 4000
+log = logger()
+
+
+def train(run: Path, frames: int, marks: int, settings: dict[str, str]) -> float:
+    """Run the stack until the learner has counted `frames` and written the last mark; wall seconds."""
+    env = clean_env(TEMPEST_ROMPATH=rompath("learning"), CHECKPOINT_EVERY_FRAMES=str(frames // marks), **settings)
+    t0 = time.monotonic()
+    stack = subprocess.Popen([sys.executable, "-m", "tools.local_stack", "--emulators", "1", "--run-dir", str(run),
+                              "--port-offset", str(PORT_OFFSET)], cwd=ROOT, env=env, start_new_session=True,
+                             stdout=open(run / "stack.log", "ab"), stderr=subprocess.STDOUT)
+    last_mark = run / "checkpoints" / f"mark-{frames // marks * marks:012d}.pt"
+    try:
+        wait_for(lambda: metrics(LEARNER_METRICS), 120, "the learner's /metrics")
+        log(f"stack up (run folder {run}); training for {frames:,} global frames")
+        while not last_mark.exists():
+            if stack.poll() is not None:
+                sys.exit(f"bench/learning.py: the stack stopped (code {stack.returncode}); see {run}/stack.log")
+            time.sleep(30)
+            m = metrics(LEARNER_METRICS)
+            done, elapsed = m.get("tempest_learner_global_frames", 0.0), time.monotonic() - t0
+            rate = done / elapsed
+            eta = (frames - done) / rate if rate > 0 else float("nan")
+            log(f"{done:,.0f}/{frames:,} frames ({rate:.0f}/s), {m.get('tempest_learner_steps_total', 0):,.0f} steps, "
+                f"expert ratio {m.get('tempest_expert_ratio', 0):.2f}, evaluation life mean "
+                f"{m.get('tempest_dqn_life_reward_mean{window=\"1M\"}', float('nan')):.0f}; ~{eta / 60:.0f} min left")
+    finally:
+        os.killpg(stack.pid, signal.SIGINT)   # what Ctrl-C does to `make up`
+        try:
+            stack.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+            stack.wait()
+    return time.monotonic() - t0
+
+
+def evaluate(run: Path, lives: int, seed: int, jobs: int) -> tuple[dict, float]:
+    marks = sorted((run / "checkpoints").glob("mark-*.pt"))
+    if not marks:
+        sys.exit(f"bench/learning.py: no mark-*.pt checkpoints in {run}/checkpoints")
+    log(f"evaluating {len(marks)} checkpoints, the expert and random: {lives} lives each, seed {seed}, {jobs} jobs")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "services.emulator.evaluate", *map(str, marks), "expert", "random",
+                             "--lives", str(lives), "--seed", str(seed), "--max-ticks", str(MAX_TICKS),
+                             "--jobs", str(jobs)], cwd=ROOT, env=clean_env(TEMPEST_ROMPATH=rompath("learning")),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:   # one line per life
+        log("evaluate: " + line.rstrip())
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        sys.exit(f"bench/learning.py: the evaluation failed (code {proc.returncode})")
+    (run / "evaluation.txt").write_text(out)
+    return json.loads(out.strip().splitlines()[-1]), time.monotonic() - t0
+
+
+def plot(path: Path, curve: list, expert: dict, random: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    x = [c[0] / 1e6 for c in curve]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(x, [c[1] for c in curve], "o-", color="C0", label="network (evaluation epsilon)")
+    ax.fill_between(x, [c[1] - c[2] for c in curve], [c[1] + c[2] for c in curve], color="C0", alpha=0.2)
+    for ref, color, name in ((expert, "C2", "expert"), (random, "C3", "random")):
+        ax.axhline(ref["mean"], color=color, ls="--", label=f"{name} {ref['mean']:.0f}")
+        ax.axhspan(ref["mean"] - ref["ci95"], ref["mean"] + ref["ci95"], color=color, alpha=0.1)
+    ax.set(xlabel="global frames (millions)", ylabel="game points per life (95% CI)", xlim=(0, None), ylim=(0, None),
+           title=f"Tempest: points per life from the same starts ({expert['capped']}/{len(expert['scores'])} "
+                 f"expert lives capped at {MAX_TICKS} ticks)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=800_000, help="training budget in global frames")
+    ap.add_argument("--marks", type=int, default=4, help="checkpoints evaluated along the way (>= 4 for a curve)")
+    ap.add_argument("--lives", type=int, default=30, help="lives per policy and checkpoint")
+    ap.add_argument("--eval-seed", type=int, default=2026, help="seed of the evaluation's no-op starts")
+    ap.add_argument("--jobs", type=int, default=2, help="MAMEs evaluating at once")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for the run")
+    ap.add_argument("--run-dir", default="", help="run folder (default: run/learning-<time>)")
+    ap.add_argument("--eval-only", action="store_true", help="evaluate the marks already in --run-dir")
+    args = ap.parse_args()
+    settings = dict(item.split("=", 1) for item in args.set)
+    if args.frames < args.marks or args.marks < 1 or args.lives < 2 or any(not re.fullmatch(r"[A-Z_0-9]+", k)
+                                                                           for k in settings):
+        ap.error("need --frames >= --marks >= 1, --lives >= 2, and --set NAME=VALUE with an upper-case NAME")
+    run = Path(args.run_dir or ROOT / "run" / time.strftime("learning-%Y%m%d-%H%M%S")).resolve()
+    if args.eval_only and not run.is_dir():
+        ap.error(f"--eval-only needs an existing --run-dir, {run} is not one")
+    run.mkdir(parents=True, exist_ok=True)
+    train_s = 0.0 if args.eval_only else train(run, args.frames, args.marks, settings)
+    result, eval_s = evaluate(run, args.lives, args.eval_seed, args.jobs)
+    rows = {Path(p["policy"]).name if p["frames"] is not None else p["policy"]: p for p in result["policies"]}
+    curve = [[p["frames"], p["mean"], p["ci95"]] for p in result["policies"] if p["frames"] is not None]
+    dqn, expert, random = curve[-1], rows["expert"], rows["random"]
+    plot(run / "learning_curve.png", curve, expert, random)
+    log(f"training {train_s / 60:.1f} min, evaluation {eval_s / 60:.1f} min; curve: {run / 'learning_curve.png'}")
+    print(json.dumps({"frames": curve[-1][0], "wall_s": round(train_s + eval_s), "train_wall_s": round(train_s),
+                      "eval_wall_s": round(eval_s), "lives": args.lives, "eval_seed": args.eval_seed, "curve": curve,
+                      "dqn_mean_score": dqn[1], "dqn_ci95": dqn[2], "expert_mean_score": expert["mean"],
+                      "random_mean_score": random["mean"],
+                      "dqn_over_expert": round(dqn[1] / expert["mean"], 3) if expert["mean"] else None,
+                      "settings": settings}))
+
+
+if __name__ == "__main__":
+    main()
