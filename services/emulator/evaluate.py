@@ -21,10 +21,8 @@ import json
 import multiprocessing
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,7 +35,7 @@ from tempest_common.game_state import decode_ram
 from tempest_common.network import network_from_state_dict
 from tempest_common.state_vector import STATE_SIZE
 
-from ..expert.client import ExpertClient
+from ..expert.client import ExpertClient, start_local_expert
 from .mame_process import RomError, check_rom_dir
 from .network_policy import NetworkPolicy
 from .session import GameSession
@@ -134,24 +132,6 @@ def run_job(tasks: list[tuple[str, int, int]], args: dict) -> list[tuple[str, in
     return out
 
 
-def start_expert() -> tuple[subprocess.Popen, str]:
-    """The expert service on a free loopback port, answering before this returns."""
-    from socket import socket
-    with socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    addr = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "services.expert.main"], stdout=subprocess.DEVNULL,
-                            env=dict(os.environ, EXPERT_BIND=addr, METRICS_PORT="0"))
-    client, deadline = ExpertClient(addr), time.monotonic() + 30
-    while client.act(decode_ram(np.zeros((1, 1024), np.uint8)), timeout_ms=500) is None:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise EvaluationError("the expert service did not start (python -m services.expert.main)")
-    client.close()
-    return proc, addr
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m services.emulator.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("policies", nargs="+", metavar="POLICY", help="checkpoint file, 'expert' or 'random'")
@@ -179,9 +159,9 @@ def main(argv=None) -> int:
         frames = {p: int(load_checkpoint_network(p)[1].get("bookkeeper", {}).get("global_frames", 0))
                   for p in policies if p not in ("expert", "random")}   # refuses a bad checkpoint before MAME starts
         if "expert" in policies and not args.expert_addr:
-            expert, args.expert_addr = start_expert()
+            expert, args.expert_addr = start_local_expert()
         results = evaluate(policies, args, rompath, suffix)
-    except (EvaluationError, RomError) as exc:
+    except (RomError, RuntimeError) as exc:   # EvaluationError, and the expert service not starting
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
     finally:
