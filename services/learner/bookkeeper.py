@@ -10,6 +10,10 @@ performance windows:
   - DQN1M / DQN5M: mean evaluation-game score over the last 1M / 5M global frames;
   - 5M slope: least-squares slope of those scores against the global frame at which each game
     ended, per million frames;
+  - per life beside per game: the mean points gained in an evaluation life that ended terminal
+    (EpisodeSummary.score; a truncated life was cut short, not lost) over the same windows: it has
+    data from the first evaluation life on, before any evaluation game is over;
+  - how many games and lives each window's mean is over;
   - episode reward slope: slope of the last 20 episodes' game rewards against episode index,
     times 20 (the seed's RwdSlope).
 Schedule: expert_ratio = max(floor, start * decay ** (frames / decay_every)); epsilon is a live
@@ -52,7 +56,8 @@ class Bookkeeper:
         self.global_frames = 0
         self.episodes = 0
         self._worker_frames: dict[str, int] = {}
-        self._eval_games: deque[tuple[int, float]] = deque()        # (global frame at end, score)
+        self._eval_games: deque[tuple[int, float]] = deque()   # (global frame at end, game score)
+        self._eval_lives: deque[tuple[int, float]] = deque()   # (global frame at end, points in the life)
         self._rewards: deque[float] = deque(maxlen=REWARD_SLOPE_EPISODES)
         self.last_eval_score: float | None = None
 
@@ -68,27 +73,44 @@ class Bookkeeper:
     def on_episode(self, ep: EpisodeSummary) -> None:
         self.episodes += 1
         self._rewards.append(ep.game_reward)
-        if ep.evaluation and ep.game_over:
+        if not ep.evaluation:
+            return
+        if ep.end == "terminal":
+            self._eval_lives.append((self.global_frames, float(ep.score)))
+        if ep.game_over:
             self._eval_games.append((self.global_frames, float(ep.game_score)))
             self.last_eval_score = float(ep.game_score)
-            horizon = self.global_frames - max(WINDOWS.values())
-            while self._eval_games and self._eval_games[0][0] < horizon:
-                self._eval_games.popleft()
+        horizon = self.global_frames - max(WINDOWS.values())
+        for records in (self._eval_games, self._eval_lives):
+            while records and records[0][0] < horizon:
+                records.popleft()
 
     # -- output ---------------------------------------------------------------------------------
     def schedule(self, start: float, decay: float, decay_every: int, floor: float, epsilon: float) -> Schedule:
         return Schedule(expert_ratio(self.global_frames, start, decay, decay_every, floor), epsilon)
 
-    def _window(self, name: str) -> list[tuple[int, float]]:
+    def _window(self, records: deque, name: str) -> list[tuple[int, float]]:
         since = self.global_frames - WINDOWS[name]
-        return [(f, s) for f, s in self._eval_games if f >= since]
+        return [(f, s) for f, s in records if f >= since]
 
     def reward_mean(self, window: str) -> float | None:
-        games = self._window(window)
+        """Mean evaluation-game score in the window (None without a game)."""
+        games = self._window(self._eval_games, window)
         return float(np.mean([s for _, s in games])) if games else None
 
+    def life_reward_mean(self, window: str) -> float | None:
+        """Mean points of the evaluation lives that ended terminal in the window (None without one)."""
+        lives = self._window(self._eval_lives, window)
+        return float(np.mean([s for _, s in lives])) if lives else None
+
+    def evaluation_games(self, window: str) -> int:
+        return len(self._window(self._eval_games, window))
+
+    def evaluation_lives(self, window: str) -> int:
+        return len(self._window(self._eval_lives, window))
+
     def reward_slope(self, window: str = "5M") -> float:
-        games = self._window(window)
+        games = self._window(self._eval_games, window)
         return slope([f / 1e6 for f, _ in games], [s for _, s in games])
 
     def episode_reward_slope(self) -> float:
@@ -99,7 +121,8 @@ class Bookkeeper:
     def state_dict(self) -> dict:
         return {"global_frames": self.global_frames, "episodes": self.episodes,
                 "worker_frames": dict(self._worker_frames),
-                "eval_games": [list(g) for g in self._eval_games], "rewards": list(self._rewards),
+                "eval_games": [list(g) for g in self._eval_games],
+                "eval_lives": [list(life) for life in self._eval_lives], "rewards": list(self._rewards),
                 "last_eval_score": self.last_eval_score}
 
     def load_state_dict(self, state: dict) -> None:
@@ -107,5 +130,6 @@ class Bookkeeper:
         self.episodes = int(state["episodes"])
         self._worker_frames = {str(k): int(v) for k, v in state["worker_frames"].items()}
         self._eval_games = deque((int(f), float(s)) for f, s in state["eval_games"])
+        self._eval_lives = deque((int(f), float(s)) for f, s in state.get("eval_lives", ()))  # older checkpoints: none
         self._rewards = deque((float(r) for r in state["rewards"]), maxlen=REWARD_SLOPE_EPISODES)
         self.last_eval_score = state.get("last_eval_score")

@@ -1,37 +1,105 @@
 """Checkpoints: model, target, optimizer, counters, schedule state, performance windows and the
 settings in force, in one file written atomically (temp file + rename).
 
+Two kinds share that content: rolling checkpoints `checkpoint-<step>.pt` (the newest KEEP kept;
+a run resumes from the newest) and marks `mark-<global frames>.pt`, written as the run's global
+frame count crosses each multiple of CHECKPOINT_EVERY_FRAMES and never deleted, so the network
+at 250k, 500k, ... frames can be evaluated or compared later.  Retention only ever touches
+rolling checkpoints.
+
+A run resumes only from a checkpoint whose online network has the configured shape
+(load_for_resume); any other, or a file that cannot be read, is refused with one line saying so.
+
 Loaded with torch.load(weights_only=True): a checkpoint holds tensors and plain Python values
 only, so loading one never runs code from it.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from pathlib import Path
 
 import torch
 
+from tempest_common.network import hidden_from_state_dict
+
 PREFIX = "checkpoint-"
+MARK_PREFIX = "mark-"
 KEEP = 3
 
 
-def save(directory: str | os.PathLike, state: dict, steps: int) -> Path:
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{PREFIX}{steps:012d}.pt"
+def _write(path: Path, state: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({**state, "saved_at": time.time()}, tmp)
     os.replace(tmp, path)
+    return path
+
+
+def save(directory: str | os.PathLike, state: dict, steps: int) -> Path:
+    """A rolling checkpoint; the older rolling ones beyond the newest KEEP go (marks stay)."""
+    d = Path(directory)
+    path = _write(d / f"{PREFIX}{steps:012d}.pt", state)
     for old in sorted(d.glob(f"{PREFIX}*.pt"))[:-KEEP]:
         old.unlink(missing_ok=True)
     return path
 
 
+def save_mark(directory: str | os.PathLike, state: dict, mark: int) -> Path:
+    """The checkpoint of frame mark `mark` (named after the mark, not the frame count it was written at)."""
+    return _write(Path(directory) / f"{MARK_PREFIX}{mark:012d}.pt", state)
+
+
+def mark_due(global_frames: int, every: int, last_mark: int) -> int | None:
+    """The latest multiple of `every` reached by `global_frames` if it is past `last_mark` (marks
+    skipped over in one jump are not written: only the latest); None when none is due or every = 0."""
+    if every <= 0:
+        return None
+    mark = global_frames // every * every
+    return mark if mark > last_mark else None
+
+
 def latest(directory: str | os.PathLike) -> Path | None:
+    """The newest rolling checkpoint (marks are not resumed from)."""
     found = sorted(Path(directory).glob(f"{PREFIX}*.pt")) if Path(directory).is_dir() else []
     return found[-1] if found else None
 
 
 def load(path: str | os.PathLike, device: str = "cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=True)
+
+
+class Unresumable(Exception):
+    """A checkpoint this learner cannot carry on from; the message is one line for the operator."""
+
+
+Shape = tuple[int, tuple[int, ...], int]   # state dim, hidden widths, actions
+
+
+def network_shape(online: dict) -> Shape:
+    hidden = hidden_from_state_dict(online)
+    first = online["trunk.0.weight"] if hidden else online["value.weight"]
+    return int(first.shape[1]), hidden, int(online["advantage.weight"].shape[0])
+
+
+def _describe(shape: Shape) -> str:
+    state_dim, hidden, actions = shape
+    return " -> ".join([str(state_dim), *([",".join(map(str, hidden))] if hidden else []), str(actions)])
+
+
+def load_for_resume(path: str | os.PathLike, device: str, shape: Shape) -> dict:
+    """The checkpoint at `path` if its online network has `shape`; Unresumable otherwise."""
+    advice = "start a new run with RESUME=0 or another CHECKPOINT_DIR"
+    try:
+        state = load(path, device)
+        found = network_shape(state["online"])
+    except Exception as exc:  # damaged or foreign: whatever the reader's complaint, the way out is the same
+        # torch's own unpickling message is a paragraph about weights_only; one phrase says it here
+        reason = ("not a torch file of tensors and plain values" if isinstance(exc, pickle.UnpicklingError)
+                  else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+        raise Unresumable(f"{path} cannot be read as a learner checkpoint ({reason}): {advice}") from None
+    if found != shape:
+        raise Unresumable(f"{path} does not fit this network (checkpoint: {_describe(found)}; "
+                          f"configured: {_describe(shape)}): {advice}")
+    return state

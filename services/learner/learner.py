@@ -6,9 +6,10 @@ are answered at once; replay replies are matched to their sample requests by id)
 pacing or a replay refusal says wait, keeps 2k sample requests out and trains one optimizer step
 (dqn.train_step) once k micro-batches are here.  Priorities go back to the replay, target network
 upkeep, metrics, weights + schedule published every few steps, checkpoints every
-CHECKPOINT_EVERY_S and on stop.  A settings change that alters the samples marks the requests out
-under the old settings stale: their replies are dropped when they come, never waited for.  The
-maths is in dqn.py.
+CHECKPOINT_EVERY_S and on stop, and a checkpoint mark each time the global frame count crosses a
+multiple of CHECKPOINT_EVERY_FRAMES.  A settings change that alters the samples marks the
+requests out under the old settings stale: their replies are dropped when they come, never
+waited for.  The maths is in dqn.py.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from tempest_common.wire import MessageError, decode, encode
 
 from ..replay.client import ReplayClient, ReplayError, ReplayRefused
 from . import checkpoint
-from .bookkeeper import Bookkeeper
+from .bookkeeper import WINDOWS, Bookkeeper
 from .control import ControlServer
 from .dqn import Batch, hard_update, soft_update, train_step
 from .metrics import LearnerMetrics
@@ -67,6 +68,7 @@ class Learner:
         self.autocast = torch.bfloat16 if self.device.type == "cuda" else None
         self.books = Bookkeeper()
         self.steps = self.samples = self.target_age = self.weights_version = 0
+        self.last_mark = 0  # global frames of the latest checkpoint mark written
         self.run_id = cfg.run_id or uuid.uuid4().hex[:12]
         ctx = context or zmq.Context.instance()
         self.replay = ReplayClient(cfg.replay_addr, ctx)
@@ -110,7 +112,7 @@ class Learner:
                 "online": self.online.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "bookkeeper": self.books.state_dict(),
                 "counters": {"steps": self.steps, "samples": self.samples, "target_age": self.target_age,
-                             "weights_version": self.weights_version}}
+                             "weights_version": self.weights_version, "last_mark": self.last_mark}}
 
     def save_checkpoint(self) -> None:
         path = checkpoint.save(self.cfg.checkpoint_dir, self.checkpoint_dict(), self.steps)
@@ -118,17 +120,26 @@ class Learner:
         self._last_checkpoint = time.monotonic()
         log.info("checkpoint %s (step %d, %d global frames)", path, self.steps, self.books.global_frames)
 
-    def restore(self, checkpoint: dict, env_overrides: dict | None = None) -> None:
-        """Carry on from `checkpoint` (a checkpoint_dict()); `env_overrides` win over its live settings."""
-        self.run_id = checkpoint["run_id"]
-        self.online.load_state_dict(checkpoint["online"])
-        self.target.load_state_dict(checkpoint["target"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.books.load_state_dict(checkpoint["bookkeeper"])
-        c = checkpoint["counters"]
+    def save_mark(self, mark: int) -> None:
+        self.last_mark = mark  # before the state is taken: a run resumed from it never writes this mark again
+        path = checkpoint.save_mark(self.cfg.checkpoint_dir, self.checkpoint_dict(), mark)
+        self.metrics.checkpoints.inc()
+        log.info("checkpoint mark %s (step %d, %d global frames)", path, self.steps, self.books.global_frames)
+
+    def restore(self, state: dict, env_overrides: dict | None = None) -> None:
+        """Carry on from `state` (a checkpoint_dict()); `env_overrides` win over its live settings."""
+        self.run_id = state["run_id"]
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.books.load_state_dict(state["bookkeeper"])
+        c = state["counters"]
         self.steps, self.samples = int(c["steps"]), int(c["samples"])
         self.target_age, self.weights_version = int(c["target_age"]), int(c["weights_version"])
-        self.live = apply_changes(LiveSettings(), {**checkpoint["live"], **(env_overrides or {})})
+        # a checkpoint from before marks: the marks its run passed are not written after the fact
+        passed = checkpoint.mark_due(self.books.global_frames, self.cfg.checkpoint_every_frames, 0) or 0
+        self.last_mark = int(c.get("last_mark", passed))
+        self.live = apply_changes(LiveSettings(), {**state["live"], **(env_overrides or {})})
         self.metrics.export_settings(self.live)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -145,6 +156,9 @@ class Learner:
                 self._turn()
                 if time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_every_s:
                     self.save_checkpoint()
+                mark = checkpoint.mark_due(self.books.global_frames, self.cfg.checkpoint_every_frames, self.last_mark)
+                if mark is not None:
+                    self.save_mark(mark)
         finally:
             self.save_checkpoint()
             for sock in (self.inbox, self.pub):
@@ -306,20 +320,23 @@ class Learner:
                                     s.expert_ratio_min, s.epsilon)
         self.weights_version += 1
         weights = {k: v.detach().float().cpu().numpy() for k, v in self.online.state_dict().items()}
-        self.pub.send(encode(WeightsSchedule(self.weights_version, weights, sched.expert_ratio, sched.epsilon,
-                                             s.evaluation_share, s.evaluation_epsilon, self.books.global_frames,
-                                             time.time())), zmq.NOBLOCK)
+        # metrics first: whoever has received these weights then scrapes the schedule they carry
         self.metrics.weights_version.set(self.weights_version)
         self.metrics.expert_ratio.set(sched.expert_ratio)
         self.metrics.epsilon.set(sched.epsilon)
+        self.pub.send(encode(WeightsSchedule(self.weights_version, weights, sched.expert_ratio, sched.epsilon,
+                                             s.evaluation_share, s.evaluation_epsilon, self.books.global_frames,
+                                             time.time())), zmq.NOBLOCK)
 
     def _export_books(self) -> None:
         m, b = self.metrics, self.books
         m.global_frames.set(b.global_frames)
-        for w in ("1M", "5M"):
-            mean = b.reward_mean(w)
-            if mean is not None:
-                m.reward_mean.labels(window=w).set(mean)
+        for w in WINDOWS:
+            for gauge, mean in ((m.reward_mean, b.reward_mean(w)), (m.life_reward_mean, b.life_reward_mean(w))):
+                if mean is not None:
+                    gauge.labels(window=w).set(mean)
+            m.evaluation_games.labels(window=w).set(b.evaluation_games(w))
+            m.evaluation_lives.labels(window=w).set(b.evaluation_lives(w))
         m.reward_slope.labels(window="5M").set(b.reward_slope("5M"))
         m.episode_reward_slope.set(b.episode_reward_slope())
         if b.last_eval_score is not None:

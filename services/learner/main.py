@@ -1,4 +1,7 @@
-"""Learner entry point: config, resume from the latest checkpoint, metrics, signals, run.  (Wiring only.)"""
+"""Learner entry point: config, resume from the latest checkpoint, metrics, signals, run.  (Wiring only.)
+
+A configuration error or a checkpoint that cannot be resumed (unreadable, or a network of another
+shape) stops it with one line on stderr and exit status 2."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +9,7 @@ import logging
 import os
 import sys
 
+from tempest_common.actions import NUM_ACTIONS
 from tempest_common.config import ConfigError
 from tempest_common.service_main import load_or_exit, serve_metrics, stop_on_signals
 
@@ -34,11 +38,15 @@ def main() -> int:
         path = checkpoint.latest(cfg.checkpoint_dir) if cfg.resume else None
         if path is not None:
             overrides = env_overrides()
-            learner.restore(checkpoint.load(path, str(learner.device)), overrides)
+            shape = (cfg.state_dim, cfg.hidden_sizes(), NUM_ACTIONS)
+            learner.restore(checkpoint.load_for_resume(path, str(learner.device), shape), overrides)
             log.info("resumed run %s from %s at step %d (env overrides: %s)", learner.run_id, path,
                      learner.steps, ", ".join(sorted(overrides)) or "none")
     except ConfigError as exc:
         print(f"learner: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except checkpoint.Unresumable as exc:
+        print(f"learner: {exc}", file=sys.stderr)
         return 2
     serve_metrics(cfg.metrics_port)
     stop_on_signals(learner)

@@ -30,6 +30,13 @@ class LearnerMetrics:
                                  "Batches skipped for a non-finite loss or gradient", **r)
         self.reward_mean = g("tempest_dqn_reward_mean", "Mean evaluation-game score over the last window of frames",
                              "window")
+        self.life_reward_mean = g("tempest_dqn_life_reward_mean",
+                                  "Mean points per evaluation life (ended terminal) over the last window of frames",
+                                  "window")
+        self.evaluation_games = g("tempest_dqn_evaluation_games",
+                                  "Evaluation games behind tempest_dqn_reward_mean in the window", "window")
+        self.evaluation_lives = g("tempest_dqn_evaluation_lives",
+                                  "Evaluation lives behind tempest_dqn_life_reward_mean in the window", "window")
         self.reward_slope = g("tempest_dqn_reward_slope",
                               "Least-squares slope of evaluation scores per million frames", "window")
         self.episode_reward_slope = g("tempest_episode_reward_slope",
@@ -43,7 +50,7 @@ class LearnerMetrics:
         self.waiting = Counter("tempest_learner_wait_seconds", "Seconds spent waiting (pacing, replay refusals)",
                                ["reason"], **r)
         self.malformed = Counter("tempest_learner_malformed", "Malformed or wrong-version messages", ["reason"], **r)
-        self.checkpoints = Counter("tempest_learner_checkpoints", "Checkpoints written", **r)
+        self.checkpoints = Counter("tempest_learner_checkpoints", "Checkpoints written (rolling and frame marks)", **r)
         self.setting = g("tempest_learner_setting", "Live settings in force (booleans as 0/1)", "name")
         self.setting_changes = Counter("tempest_learner_setting_changes", "Live setting changes applied", **r)
         # Until the first step there is nothing to report: NaN compares false in every alert
@@ -52,7 +59,8 @@ class LearnerMetrics:
             gauge.set(float("nan"))
         self.clip_ratio.set(1.0)
         for w in WINDOWS:
-            self.reward_mean.labels(window=w)
+            for gauge in (self.reward_mean, self.life_reward_mean, self.evaluation_games, self.evaluation_lives):
+                gauge.labels(window=w)
         self.reward_slope.labels(window="5M")
         for reason in REASONS:
             self.malformed.labels(reason=reason)

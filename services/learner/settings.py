@@ -27,7 +27,10 @@ class LearnerConfig:
     checkpoint_dir: str = setting("CHECKPOINT_DIR", "run/checkpoints", help="where checkpoints go")
     checkpoint_every_s: float = setting("CHECKPOINT_EVERY_S", 300.0, min=1.0, max=86_400.0,
                                         help="periodic checkpoint interval (also on SIGTERM)")
-    resume: bool = setting("RESUME", True, help="resume from the latest checkpoint in CHECKPOINT_DIR")
+    checkpoint_every_frames: int = setting(
+        "CHECKPOINT_EVERY_FRAMES", 250_000, min=0, max=10**12,
+        help="also keep a checkpoint mark-<frames>.pt at every multiple of this many global frames (0 = off)")
+    resume: bool = setting("RESUME", True, help="resume from the newest rolling checkpoint-*.pt in CHECKPOINT_DIR")
     run_id: str = setting("RUN_ID", "", help="run name in checkpoints (default: new id, or the resumed run's)")
     seed: int = setting("SEED", -1, min=-1, max=2**31 - 1, help="torch seed (-1: random)")
 
@@ -73,8 +76,10 @@ class LiveSettings:
                                              help="frames per decay step")
     expert_ratio_min: float = setting("EXPERT_RATIO_MIN", 0.10, min=0.0, max=1.0, help="floor of the expert share")
     epsilon: float = setting("EPSILON", 0.1, min=0.0, max=1.0, help="random actions on the network's turns")
-    evaluation_share: float = setting("EVALUATION_SHARE", 0.05, min=0.0, max=1.0,
-                                      help="share of games played as evaluation games")
+    evaluation_share: float = setting(
+        "EVALUATION_SHARE", 0.05, min=0.0, max=1.0,
+        help="probability, at the end of each training life, that an evaluation game follows "
+             "(the first one after the network is ready always does)")
     evaluation_epsilon: float = setting("EVALUATION_EPSILON", 0.01, min=0.0, max=1.0,
                                         help="epsilon in evaluation games")
     publish_every_steps: int = setting("PUBLISH_EVERY_STEPS", 50, min=1, max=10**9,

@@ -137,7 +137,7 @@ def test_control_checkpoint_resume_nan_and_schedule(stack):
     p, sender, start_learner, tmp, _ = stack
     send_chain(sender, 100)
     proc = start_learner(EXPERT_RATIO_START="0.9", EXPERT_RATIO_MIN="0.2", EXPERT_RATIO_DECAY="0.5",
-                         EXPERT_RATIO_DECAY_FRAMES="1000", PUBLISH_EVERY_STEPS="10")
+                         EXPERT_RATIO_DECAY_FRAMES="1000", PUBLISH_EVERY_STEPS="10", CHECKPOINT_EVERY_FRAMES="8000")
     ctl = [sys.executable, "-m", "services.learner.ctl", "--addr", f"tcp://127.0.0.1:{p['control']}"]
     run = lambda *args: subprocess.run([*ctl, *args], cwd=REPO, capture_output=True, text=True, timeout=30)  # noqa
     out = run("set", "lr=0.0005", "n_step=3")
@@ -162,7 +162,13 @@ def test_control_checkpoint_resume_nan_and_schedule(stack):
     assert msg.global_frames == 20_000 and msg.expert_ratio == pytest.approx(0.2)
     m = scrape(p["lmetrics"])
     assert m["tempest_expert_ratio"] == pytest.approx(0.2)
-    assert m['tempest_dqn_reward_mean{window="1M"}'] == 1500
+    assert m['tempest_dqn_reward_mean{window="1M"}'] == 1500 and m['tempest_dqn_evaluation_games{window="1M"}'] == 1
+    assert m['tempest_dqn_life_reward_mean{window="5M"}'] == 150 and m['tempest_dqn_evaluation_lives{window="5M"}'] == 1
+    # 20k frames crossed the 8k and 16k marks at once: only the latest is written, named after the mark
+    mark = tmp / "ckpt" / "mark-000000016000.pt"
+    wait_for(mark.exists, 10, what="the 16k-frame mark")
+    assert sorted(f.name for f in (tmp / "ckpt").glob("mark-*")) == [mark.name]
+    mark_written = mark.stat().st_mtime_ns
     assert m['tempest_learner_malformed_total{reason="not_msgpack"}'] == 1
     steps_before = scrape(p["lmetrics"])["tempest_learner_steps_total"]
     proc.send_signal(signal.SIGTERM)
@@ -171,14 +177,63 @@ def test_control_checkpoint_resume_nan_and_schedule(stack):
     assert ckpt["counters"]["steps"] >= steps_before > 0
     assert ckpt["live"]["lr"] == 0.0005 and ckpt["bookkeeper"]["global_frames"] == 20_000
     # resumes counters, schedule state and live settings; explicit env settings (TAU) still win
-    start_learner(LR="", N_STEP="", TAU="0.03")
+    start_learner(LR="", N_STEP="", TAU="0.03", CHECKPOINT_EVERY_FRAMES="8000")
     m = scrape(p["lmetrics"])
     assert m["tempest_learner_global_frames"] == 20_000
     assert m['tempest_learner_setting{name="lr"}'] == 0.0005 and m['tempest_learner_setting{name="n_step"}'] == 3
     assert m['tempest_learner_setting{name="tau"}'] == 0.03
     msg = latest_weights(p["weights"], ckpt["counters"]["weights_version"] + 1, 60)
     assert msg.expert_ratio == pytest.approx(0.2)
+    assert ckpt["counters"]["last_mark"] == 16_000
+    push.send(encode(Heartbeat("w1", 25_000, 3, 600.0, 270.0, time.time())))
+    wait_for((tmp / "ckpt" / "mark-000000024000.pt").exists, 20, what="the 24k-frame mark after resuming")
+    assert mark.stat().st_mtime_ns == mark_written, "a resumed run does not rewrite its marks"
     push.close(0)
+
+
+def test_marks_survive_rotation(tmp_path):
+    assert [checkpoint.mark_due(f, 250_000, last) for f, last in
+            ((249_999, 0), (250_000, 0), (260_000, 250_000), (760_000, 250_000), (900_000, 0))] == \
+        [None, 250_000, None, 750_000, 750_000]
+    assert checkpoint.mark_due(10**9, 0, 0) is None   # 0 = off
+    for step in range(1, 30):
+        checkpoint.save(tmp_path, {"step": step}, step * 100)
+        if step % 7 == 0:
+            checkpoint.save_mark(tmp_path, {"step": step}, step * 1000)
+    names = sorted(f.name for f in tmp_path.iterdir())
+    assert names == [f"checkpoint-{s * 100:012d}.pt" for s in (27, 28, 29)] + \
+        [f"mark-{s * 1000:012d}.pt" for s in (7, 14, 21, 28)], "only rolling checkpoints rotate; no temp files left"
+    assert checkpoint.latest(tmp_path).name == "checkpoint-000000002900.pt"
+    assert checkpoint.load(tmp_path / "mark-000000021000.pt")["step"] == 21
+
+
+@pytest.mark.parametrize("content", ["network", "garbage"])
+def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line(tmp_path, content):
+    """RESUME=1 over a checkpoint of another network shape, or an unreadable one: exit 2, one line."""
+    ckpt_dir = tmp_path / "ckpt"
+    if content == "network":
+        from tempest_common.network import DuelingQNetwork
+        online = DuelingQNetwork(N_STATES, NUM_ACTIONS, (64, 32)).state_dict()
+        path = checkpoint.save(ckpt_dir, {"online": online}, 1234)
+        expected = (f"learner: {path} does not fit this network (checkpoint: {N_STATES} -> 64,32 -> {NUM_ACTIONS}; "
+                    f"configured: {N_STATES} -> 16 -> {NUM_ACTIONS}): start a new run with RESUME=0 or another "
+                    "CHECKPOINT_DIR")
+    else:
+        ckpt_dir.mkdir()
+        path = ckpt_dir / "checkpoint-000000001234.pt"
+        path.write_bytes(b"not a checkpoint")
+        expected = (f"learner: {path} cannot be read as a learner checkpoint (not a torch file of tensors and plain "
+                    "values): start a new run with RESUME=0 or another CHECKPOINT_DIR")
+    ports = {k: free_port() for k in ("e", "w", "c")}
+    env = dict(os.environ, PYTHONPATH=str(REPO), REPLAY_ADDR=f"tcp://127.0.0.1:{free_port()}",
+               LEARNER_EPISODES_BIND=f"tcp://127.0.0.1:{ports['e']}", WEIGHTS_BIND=f"tcp://127.0.0.1:{ports['w']}",
+               CONTROL_BIND=f"tcp://127.0.0.1:{ports['c']}", METRICS_PORT="0", DEVICE="cpu", HIDDEN="16",
+               STATE_DIM=str(N_STATES), RESUME="1", CHECKPOINT_DIR=str(ckpt_dir))
+    out = subprocess.run([sys.executable, "-m", "services.learner.main"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert out.stderr.strip().splitlines() == [expected]
 
 
 def test_a_setting_change_is_answered_at_once_while_samples_are_in_flight(stack):

@@ -1,4 +1,5 @@
-"""The learner's bookkeeping: global frames, schedule floor, performance windows and slopes."""
+"""The learner's bookkeeping: global frames, schedule floor, performance windows (per game and per
+life, with their counts) and slopes."""
 import numpy as np
 import pytest
 
@@ -43,6 +44,35 @@ def test_reward_windows_and_slope():
     assert non_eval.reward_mean("5M") is None
 
 
+def life(score, game_score=0, evaluation=True, game_over=False, end="terminal"):
+    return EpisodeSummary("s", "w", 0, 0, evaluation, 10, 1.0, 0.0, score, game_score, 0, end, game_over, {}, 0.0)
+
+
+def test_per_life_and_per_game_windows_with_their_counts():
+    b = Bookkeeper()
+    b.on_heartbeat(hb("w", 500_000))
+    b.on_episode(life(100))
+    b.on_episode(life(300, game_score=400, game_over=True))   # game 1: 400 points over two lives
+    b.on_heartbeat(hb("w", 2_000_000))
+    b.on_episode(life(5000, evaluation=False))               # a training life: no performance figure
+    b.on_episode(life(50, end="truncated"))                   # cut short (MAME restart), not lost
+    b.on_heartbeat(hb("w", 4_000_000))
+    b.on_episode(life(200))
+    b.on_episode(life(600, game_score=800, game_over=True))
+    b.on_heartbeat(hb("w", 5_200_000))
+    b.on_episode(life(1000))                                  # a game still being played
+    # 1M window = frames 4.2M-5.2M: one life, no game yet
+    assert (b.life_reward_mean("1M"), b.evaluation_lives("1M")) == (1000, 1)
+    assert (b.reward_mean("1M"), b.evaluation_games("1M")) == (None, 0)
+    # 5M window = frames 0.2M-5.2M: lives 100, 300, 200, 600, 1000; games 400, 800
+    assert (b.life_reward_mean("5M"), b.evaluation_lives("5M")) == (pytest.approx(440), 5)
+    assert (b.reward_mean("5M"), b.evaluation_games("5M")) == (pytest.approx(600), 2)
+    b.on_heartbeat(hb("w", 5_600_000))                         # 5M window = 0.6M-5.6M: game 1 is out
+    assert (b.life_reward_mean("5M"), b.evaluation_lives("5M")) == (pytest.approx(600), 3)
+    assert (b.reward_mean("5M"), b.evaluation_games("5M")) == (800, 1)
+    assert (b.life_reward_mean("1M"), b.evaluation_lives("1M")) == (1000, 1)
+
+
 def test_episode_reward_slope_is_per_20_episodes():
     b = Bookkeeper()
     for i in range(30):
@@ -54,10 +84,21 @@ def test_episode_reward_slope_is_per_20_episodes():
 def test_state_round_trip():
     b = Bookkeeper()
     b.on_heartbeat(hb("w", 1_234))
+    b.on_episode(life(300))
     b.on_episode(ep(700))
     c = Bookkeeper()
     c.load_state_dict(b.state_dict())
     assert c.state_dict() == b.state_dict()
+    assert c.evaluation_lives("1M") == 2 and c.life_reward_mean("1M") == 150
+
+
+def test_state_from_before_per_life_figures_loads():
+    b = Bookkeeper()
+    b.on_episode(ep(700))
+    old = {k: v for k, v in b.state_dict().items() if k != "eval_lives"}
+    c = Bookkeeper()
+    c.load_state_dict(old)
+    assert c.reward_mean("5M") == 700 and c.evaluation_lives("5M") == 0 and c.life_reward_mean("5M") is None
 
 
 def test_live_setting_changes_are_validated():

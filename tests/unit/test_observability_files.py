@@ -31,6 +31,7 @@ KNOWN_METRICS = {
     "tempest_learner_grad_norm", "tempest_learner_grad_clip_ratio", "tempest_learner_lr",
     "tempest_learner_target_age_steps", "tempest_learner_steps_total", "tempest_learner_samples_total",
     "tempest_learner_nonfinite_batches_total", "tempest_dqn_reward_mean", "tempest_dqn_reward_slope",
+    "tempest_dqn_life_reward_mean", "tempest_dqn_evaluation_games", "tempest_dqn_evaluation_lives",
     "tempest_episode_reward_slope", "tempest_expert_ratio", "tempest_epsilon", "tempest_frames_total",
     "tempest_episodes_total", "tempest_replay_size", "tempest_replay_ratio", "tempest_emulator_video_fps",
     "tempest_emulator_frames_per_second", "tempest_mame_restarts_total", "tempest_messages_dropped_total",
@@ -42,6 +43,7 @@ DASHBOARD_METRICS = [
     "tempest_learner_loss",
     "tempest_learner_grad_norm", "tempest_learner_grad_clip_ratio",
     "tempest_dqn_reward_mean", "tempest_dqn_reward_slope",  # DQN1M / DQN5M and the 5M slope
+    "tempest_dqn_life_reward_mean", "tempest_dqn_evaluation_games", "tempest_dqn_evaluation_lives",  # per life, counts
     "tempest_episode_reward_slope",
     "tempest_frames_total", "tempest_emulator_video_fps",
     "tempest_replay_size", "tempest_replay_ratio",
