@@ -54,17 +54,22 @@ def train(run: Path, frames: int, marks: int, settings: dict[str, str]) -> float
     try:
         wait_for(lambda: metrics(LEARNER_METRICS), 120, "the learner's /metrics")
         log(f"stack up (run folder {run}); training for {frames:,} global frames")
+        next_report = time.monotonic() + 60
         while not last_mark.exists():
             if stack.poll() is not None:
                 sys.exit(f"bench/learning.py: the stack stopped (code {stack.returncode}); see {run}/stack.log")
-            time.sleep(30)
+            time.sleep(2)   # the budget ends when its last mark is written: stop soon after
+            if time.monotonic() < next_report:
+                continue
+            next_report += 60
             m = metrics(LEARNER_METRICS)
             done, elapsed = m.get("tempest_learner_global_frames", 0.0), time.monotonic() - t0
             rate = done / elapsed
             eta = (frames - done) / rate if rate > 0 else float("nan")
+            life_mean = m.get('tempest_dqn_life_reward_mean{window="1M"}', float("nan"))
             log(f"{done:,.0f}/{frames:,} frames ({rate:.0f}/s), {m.get('tempest_learner_steps_total', 0):,.0f} steps, "
-                f"expert ratio {m.get('tempest_expert_ratio', 0):.2f}, evaluation life mean "
-                f"{m.get('tempest_dqn_life_reward_mean{window=\"1M\"}', float('nan')):.0f}; ~{eta / 60:.0f} min left")
+                f"expert ratio {m.get('tempest_expert_ratio', 0):.2f}, evaluation life mean {life_mean:.0f}; "
+                f"~{eta / 60:.0f} min left")
     finally:
         os.killpg(stack.pid, signal.SIGINT)   # what Ctrl-C does to `make up`
         try:
@@ -75,8 +80,8 @@ def train(run: Path, frames: int, marks: int, settings: dict[str, str]) -> float
     return time.monotonic() - t0
 
 
-def evaluate(run: Path, lives: int, seed: int, jobs: int) -> tuple[dict, float]:
-    marks = sorted((run / "checkpoints").glob("mark-*.pt"))
+def evaluate(run: Path, frames: int, lives: int, seed: int, jobs: int) -> tuple[dict, float]:
+    marks = [p for p in sorted((run / "checkpoints").glob("mark-*.pt")) if int(p.stem[5:]) <= frames]
     if not marks:
         sys.exit(f"bench/learning.py: no mark-*.pt checkpoints in {run}/checkpoints")
     log(f"evaluating {len(marks)} checkpoints, the expert and random: {lives} lives each, seed {seed}, {jobs} jobs")
@@ -106,9 +111,9 @@ def plot(path: Path, curve: list, expert: dict, random: dict) -> None:
         ax.axhline(ref["mean"], color=color, ls="--", label=f"{name} {ref['mean']:.0f}")
         ax.axhspan(ref["mean"] - ref["ci95"], ref["mean"] + ref["ci95"], color=color, alpha=0.1)
     ax.set(xlabel="global frames (millions)", ylabel="game points per life (95% CI)", xlim=(0, None), ylim=(0, None),
-           title=f"Tempest: points per life from the same starts ({expert['capped']}/{len(expert['scores'])} "
-                 f"expert lives capped at {MAX_TICKS} ticks)")
-    ax.legend(loc="upper left")
+           title=f"Tempest: points per life from the same {len(expert['scores'])} starts\n"
+                 f"(lives capped at {MAX_TICKS} ticks: {expert['capped']} of the expert's)")
+    ax.legend(loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -134,7 +139,7 @@ def main() -> None:
         ap.error(f"--eval-only needs an existing --run-dir, {run} is not one")
     run.mkdir(parents=True, exist_ok=True)
     train_s = 0.0 if args.eval_only else train(run, args.frames, args.marks, settings)
-    result, eval_s = evaluate(run, args.lives, args.eval_seed, args.jobs)
+    result, eval_s = evaluate(run, args.frames, args.lives, args.eval_seed, args.jobs)
     rows = {Path(p["policy"]).name if p["frames"] is not None else p["policy"]: p for p in result["policies"]}
     curve = [[p["frames"], p["mean"], p["ci95"]] for p in result["policies"] if p["frames"] is not None]
     dqn, expert, random = curve[-1], rows["expert"], rows["random"]

@@ -59,7 +59,7 @@ def start_local_expert(timeout_s: float = 30.0) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         addr = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     proc = subprocess.Popen([sys.executable, "-m", "services.expert.main"], stdout=subprocess.DEVNULL,
-                            env=dict(os.environ, EXPERT_BIND=addr, METRICS_PORT="0"))
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, EXPERT_BIND=addr, METRICS_PORT="0"))
     client, deadline = ExpertClient(addr), time.monotonic() + timeout_s
     try:
         while client.act(decode_ram(np.zeros((1, 1024), np.uint8)), timeout_ms=500) is None:
