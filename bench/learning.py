@@ -3,6 +3,7 @@ evaluate command scores its frame-mark checkpoints beside the expert and random 
 
     .venv/bin/python bench/learning.py [--frames N] [--marks K] [--lives L] [--eval-seed S] [--jobs J]
                                        [--set NAME=VALUE ...] [--run-dir DIR] [--eval-only]
+    .venv/bin/python bench/learning.py --ablation baseline "layernorm:LAYER_NORM=1" ...
 
 Training: the services `make up` runs (tools/local_stack.py: redis, prometheus, replay, expert,
 learner, one emulator worker) on their own ports, in a fresh run folder, with today's defaults
@@ -18,7 +19,9 @@ stdout line is one JSON object:
   expert_mean_score, random_mean_score, dqn_over_expert.
 The default budget (800k frames, 4 marks, 30 lives) fits training plus evaluation within 70
 minutes on a 2-core machine (this is the one benchmark allowed past 10 minutes).  --eval-only
-evaluates the marks already in DIR (a run that was trained before).
+evaluates the marks already in DIR (a run that was trained before).  --ablation judges levers
+without a full run: each arm trains 120k frames from scratch (under 10 minutes with its
+evaluation of 10 lives) with its settings, and the last line has one row per arm.
 """
 from __future__ import annotations
 
@@ -80,13 +83,17 @@ def train(run: Path, frames: int, marks: int, settings: dict[str, str]) -> float
     return time.monotonic() - t0
 
 
-def evaluate(run: Path, frames: int, lives: int, seed: int, jobs: int) -> tuple[dict, float]:
+def marks_of(run: Path, frames: int) -> list[Path]:
     marks = [p for p in sorted((run / "checkpoints").glob("mark-*.pt")) if int(p.stem[5:]) <= frames]
     if not marks:
         sys.exit(f"bench/learning.py: no mark-*.pt checkpoints in {run}/checkpoints")
-    log(f"evaluating {len(marks)} checkpoints, the expert and random: {lives} lives each, seed {seed}, {jobs} jobs")
+    return marks
+
+
+def evaluate(run: Path, policies: list, lives: int, seed: int, jobs: int) -> tuple[dict, float]:
+    log(f"evaluating {', '.join(Path(p).name for p in policies)}: {lives} lives each, seed {seed}, {jobs} jobs")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "services.emulator.evaluate", *map(str, marks), "expert", "random",
+    proc = subprocess.Popen([sys.executable, "-m", "services.emulator.evaluate", *map(str, policies),
                              "--lives", str(lives), "--seed", str(seed), "--max-ticks", str(MAX_TICKS),
                              "--jobs", str(jobs)], cwd=ROOT, env=clean_env(TEMPEST_ROMPATH=rompath("learning")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -119,6 +126,28 @@ def plot(path: Path, curve: list, expert: dict, random: dict) -> None:
     plt.close(fig)
 
 
+def ablation(run: Path, arms: list[str], frames: int, lives: int, seed: int, jobs: int) -> None:
+    """Each arm (NAME or NAME:SETTING=VALUE,...; the first is usually the baseline) trains `frames`
+    frames from scratch in its own run folder, and its last checkpoint is evaluated; the expert and
+    random once.  Last line: one JSON object with a row per arm."""
+    refs, _ = evaluate(run, ["expert", "random"], lives, seed, jobs)
+    rows = []
+    for arm in arms:
+        name, _, spec = arm.partition(":")
+        settings = dict(item.split("=", 1) for item in spec.split(",") if item)
+        arm_run = run / name
+        arm_run.mkdir(parents=True, exist_ok=True)
+        train_s = train(arm_run, frames, 1, settings)
+        result, eval_s = evaluate(arm_run, marks_of(arm_run, frames)[-1:], lives, seed, jobs)
+        row = result["policies"][0]
+        rows.append({"arm": name, "settings": settings, "frames": row["frames"], "mean": row["mean"],
+                     "ci95": row["ci95"], "train_wall_s": round(train_s), "eval_wall_s": round(eval_s)})
+        log(f"arm {name}: {row['mean']:.0f} ± {row['ci95']:.0f} points per life at {row['frames']:,} frames")
+    expert, random = refs["policies"]
+    print(json.dumps({"ablation": rows, "lives": lives, "eval_seed": seed, "expert_mean_score": expert["mean"],
+                      "random_mean_score": random["mean"]}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=800_000, help="training budget in global frames")
@@ -129,7 +158,17 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for the run")
     ap.add_argument("--run-dir", default="", help="run folder (default: run/learning-<time>)")
     ap.add_argument("--eval-only", action="store_true", help="evaluate the marks already in --run-dir")
+    ap.add_argument("--ablation", nargs="+", metavar="ARM", help="short arms instead of one run: NAME or "
+                    "NAME:SETTING=VALUE,... (each ~120k frames and 10 lives unless --frames / --lives say otherwise)")
     args = ap.parse_args()
+    if args.ablation:
+        bad = [a for a in args.ablation if not re.fullmatch(r"[\w-]+(:[A-Z_0-9]+=[^,]*(,[A-Z_0-9]+=[^,]*)*)?", a)]
+        if bad:
+            ap.error(f"an arm is NAME or NAME:SETTING=VALUE,... (SETTING upper-case), not {bad[0]!r}")
+        frames = args.frames if "--frames" in sys.argv else 120_000
+        lives = args.lives if "--lives" in sys.argv else 10
+        run = Path(args.run_dir or ROOT / "run" / time.strftime("ablation-%Y%m%d-%H%M%S")).resolve()
+        return ablation(run, args.ablation, frames, lives, args.eval_seed, args.jobs)
     settings = dict(item.split("=", 1) for item in args.set)
     if args.frames < args.marks or args.marks < 1 or args.lives < 2 or any(not re.fullmatch(r"[A-Z_0-9]+", k)
                                                                            for k in settings):
@@ -139,7 +178,8 @@ def main() -> None:
         ap.error(f"--eval-only needs an existing --run-dir, {run} is not one")
     run.mkdir(parents=True, exist_ok=True)
     train_s = 0.0 if args.eval_only else train(run, args.frames, args.marks, settings)
-    result, eval_s = evaluate(run, args.frames, args.lives, args.eval_seed, args.jobs)
+    result, eval_s = evaluate(run, [*marks_of(run, args.frames), "expert", "random"], args.lives, args.eval_seed,
+                              args.jobs)
     rows = {Path(p["policy"]).name if p["frames"] is not None else p["policy"]: p for p in result["policies"]}
     curve = [[p["frames"], p["mean"], p["ci95"]] for p in result["policies"] if p["frames"] is not None]
     dqn, expert, random = curve[-1], rows["expert"], rows["random"]
