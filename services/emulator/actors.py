@@ -5,6 +5,11 @@ Training games: the expert with probability expert_ratio, else the network, epsi
 the network alone with the evaluation epsilon.  An expert that does not answer in time is left
 alone for a back-off period (a dead expert costs one timeout per back-off, not one per tick).
 The learner's published schedule replaces expert_ratio and the epsilons as it arrives.
+
+Who plays a training tick is decided by an `ActorSchedule` (ACTOR_DRAW): a fresh draw every
+decision tick ("tick", the default), one draw per life ("life"), or one draw per segment of
+ACTOR_SEGMENT_TICKS decision ticks ("segment").  The expert's turns fall back to the learner's
+epsilon-greedy choice on any tick the expert is unavailable (no client, backing off, no answer).
 """
 from __future__ import annotations
 
@@ -24,11 +29,47 @@ from .network_policy import NetworkPolicy
 log = logging.getLogger("emulator.actors")
 
 
+class ActorSchedule:
+    """Who plays the next training decision tick: "expert" or "learner" (pure: the caller supplies
+    one uniform draw per decision tick, and the expert ratio in force).
+
+    Modes: "tick" draws on every call (u < expert_ratio -> expert); "life" draws on the first call
+    after `life_started()` and holds until the next life; "segment" draws on the first call of a
+    life and again every `segment_ticks` calls.  A draw uses the ratio passed with that call, so a
+    ratio changed between draws applies at the next draw only.  Before any `life_started()` the
+    first call draws (a worker's first life)."""
+    EXPERT, LEARNER = "expert", "learner"
+    MODES = ("tick", "life", "segment")
+
+    def __init__(self, mode: str = "tick", segment_ticks: int = 200):
+        if mode not in self.MODES:
+            raise ValueError(f"actor draw mode {mode!r} is not one of {self.MODES}")
+        if segment_ticks < 1:
+            raise ValueError(f"segment_ticks={segment_ticks} must be at least 1")
+        self.mode, self.segment_ticks = mode, segment_ticks
+        self.current: str | None = None   # who the last draw chose (None: a draw is due)
+        self._ticks = 0                   # calls since the last draw
+
+    def life_started(self) -> None:
+        """The next decision tick opens a life: "life" and "segment" draw afresh there."""
+        self.current = None
+
+    def who(self, u: float, expert_ratio: float) -> str:
+        """The actor for this decision tick; `u` is this tick's uniform draw in [0, 1)."""
+        if self.mode == "tick" or self.current is None or (
+                self.mode == "segment" and self._ticks >= self.segment_ticks):
+            self.current = self.EXPERT if u < expert_ratio else self.LEARNER
+            self._ticks = 0
+        self._ticks += 1
+        return self.current
+
+
 class ActorChooser:
     def __init__(self, expert: ExpertClient | None, network: NetworkPolicy, expert_ratio: float, epsilon: float,
                  expert_timeout_ms: float, expert_backoff_s: float, metrics: WorkerMetrics,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, schedule: ActorSchedule | None = None):
         self.expert, self.network, self.metrics, self.rng = expert, network, metrics, rng
+        self.schedule = schedule or ActorSchedule()
         self.expert_timeout_ms, self.expert_backoff_s = expert_timeout_ms, expert_backoff_s
         self.follow_schedule(expert_ratio, epsilon, 0.0, 0.0)
         self._expert_retry_at = 0.0
@@ -52,6 +93,10 @@ class ActorChooser:
         self._k += 1
         return u[0], u[1], a
 
+    def life_started(self) -> None:
+        """A life (episode) opens on the coming decision tick (the worker's signal)."""
+        self.schedule.life_started()
+
     def next_game_is_evaluation(self) -> bool:
         """A draw at evaluation_share; the first one after the network is ready always wins, so
         performance figures have data early in a run."""
@@ -67,7 +112,8 @@ class ActorChooser:
         u_actor, u_eps, random_action = self._draw()
         if evaluation and self.network.ready:
             return ACTOR_EVALUATION, random_action if u_eps < self.evaluation_epsilon else int(network_fn())
-        if u_actor < self.expert_ratio and self.expert is not None and time.monotonic() >= self._expert_retry_at:
+        expert_turn = self.schedule.who(u_actor, self.expert_ratio) == ActorSchedule.EXPERT
+        if expert_turn and self.expert is not None and time.monotonic() >= self._expert_retry_at:
             action = self._ask_expert(state_fn())
             if action is not None:
                 return ACTOR_EXPERT, action

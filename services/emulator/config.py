@@ -25,12 +25,19 @@ class EmulatorConfig:
     expert_addr: str = setting("EXPERT_ADDR", "tcp://127.0.0.1:5556", help="expert ROUTER address ('' = none)")
     metrics_port: int = setting("METRICS_PORT", 9101, min=0, max=65535, help="Prometheus /metrics port (0 = off)")
     expert_ratio: float = setting("EXPERT_RATIO", 0.95, min=0.0, max=1.0,
-                                  help="probability the expert acts on a tick, until the learner publishes its schedule")
+                                  help="probability the expert wins an actor draw (see ACTOR_DRAW), until the learner "
+                                  "publishes its schedule")
+    actor_draw: str = setting("ACTOR_DRAW", "tick", choices=("tick", "life", "segment"),
+                              help="how often training games draw expert-or-network: every decision tick, once "
+                              "per life, or every ACTOR_SEGMENT_TICKS decision ticks and at each life's start")
+    actor_segment_ticks: int = setting("ACTOR_SEGMENT_TICKS", 200, min=1, max=100_000,
+                                       help="decision ticks per actor draw when ACTOR_DRAW=segment")
     epsilon: float = setting("EPSILON", 0.1, min=0.0, max=1.0, help="random-action probability on the network's turns")
     expert_timeout_ms: float = setting("EXPERT_TIMEOUT_MS", 50.0, min=1.0, max=10_000.0,
-                                       help="wait this long for the expert, then act randomly")
+                                       help="wait this long for the expert, then the network plays the tick "
+                                       "(random until weights arrive)")
     expert_backoff_s: float = setting("EXPERT_BACKOFF_S", 2.0, min=0.0, max=600.0,
-                                      help="after an expert timeout, act randomly this long before asking again")
+                                      help="after an expert timeout, leave the expert's turns to the network this long")
     transition_batch: int = setting("TRANSITION_BATCH", 64, min=1, max=65536, help="records per transition batch")
     state_dtype: str = setting("STATE_DTYPE", "float16", choices=("float16", "float32"), help="state dtype on the wire")
     send_hwm: int = setting("SEND_HWM", 1000, min=1, max=1_000_000,

@@ -18,7 +18,7 @@ from tempest_common.actions import NOOP
 from tempest_common.game_state import decode_ram
 from tempest_common.messages import ACTOR_NAMES, ACTOR_RANDOM, EpisodeSummary, Heartbeat
 
-from .actors import ActorChooser, EvaluationScheduler
+from .actors import ActorChooser, ActorSchedule, EvaluationScheduler
 from .adder import TransitionAdder
 from .bridge import BridgeClosed
 from .config import EmulatorConfig
@@ -40,7 +40,8 @@ class EmulatorWorker:
         self.rng = np.random.default_rng(None if cfg.seed < 0 else cfg.seed)
         self.network = NetworkPolicy(cfg.weights_addr, self.metrics)
         self.actors = ActorChooser(self.peers.expert, self.network, cfg.expert_ratio, cfg.epsilon,
-                                   cfg.expert_timeout_ms, cfg.expert_backoff_s, self.metrics, self.rng)
+                                   cfg.expert_timeout_ms, cfg.expert_backoff_s, self.metrics, self.rng,
+                                   ActorSchedule(cfg.actor_draw, cfg.actor_segment_ticks))
         self.evaluations = EvaluationScheduler()
         self.stream_id = f"{cfg.worker_id}:{uuid.uuid4().hex[:8]}"
         self.tracker = EpisodeTracker(RewardConfig(cfg.reward_scale, cfg.reward_clip, cfg.death_penalty,
@@ -106,6 +107,8 @@ class EmulatorWorker:
                 self._prev_ram = None
                 self.metrics.evaluation_games.inc()
             decision = None
+            if tick.decides and not self.tracker.in_episode:
+                self.actors.life_started()   # this decision tick opens an episode (a life)
             if self.evaluations.should_load(not self.tracker.in_episode and not tick.decides,
                                             session.has_start_state):
                 session.load()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from tempest_common.network import hidden_from_state_dict
+from tempest_common.network import hidden_from_state_dict, layer_norm_from_state_dict
 
 PREFIX = "checkpoint-"
 MARK_PREFIX = "mark-"
@@ -74,18 +74,19 @@ class Unresumable(Exception):
     """A checkpoint this learner cannot carry on from; the message is one line for the operator."""
 
 
-Shape = tuple[int, tuple[int, ...], int]   # state dim, hidden widths, actions
+Shape = tuple[int, tuple[int, ...], int, bool]   # state dim, hidden widths, actions, LayerNorm
 
 
 def network_shape(online: dict) -> Shape:
     hidden = hidden_from_state_dict(online)
     first = online["trunk.0.weight"] if hidden else online["value.weight"]
-    return int(first.shape[1]), hidden, int(online["advantage.weight"].shape[0])
+    return int(first.shape[1]), hidden, int(online["advantage.weight"].shape[0]), layer_norm_from_state_dict(online)
 
 
 def _describe(shape: Shape) -> str:
-    state_dim, hidden, actions = shape
-    return " -> ".join([str(state_dim), *([",".join(map(str, hidden))] if hidden else []), str(actions)])
+    state_dim, hidden, actions, layer_norm = shape
+    widths = [",".join(map(str, hidden)) + (" with LayerNorm" if layer_norm else "")] if hidden else []
+    return " -> ".join([str(state_dim), *widths, str(actions)])
 
 
 def load_for_resume(path: str | os.PathLike, device: str, shape: Shape) -> dict:

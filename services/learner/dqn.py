@@ -15,10 +15,12 @@ Importance-weighted Huber TD loss (w_i from prioritized replay)::
     delta_i = Q_online(s_i, a_i) - y_i           # [B]
     L_TD = mean_i w_i * huber_k(delta_i),  huber_k(x) = x^2/2 if |x| <= k else k(|x| - k/2)
 
-Large-margin behaviour cloning (DQfD), expert rows E only::
+Large-margin behaviour cloning (DQfD), expert rows E only (margin m = BC_MARGIN, in Q units)::
     L_BC = mean_{i in E} [ max_a (Q(s_i, a) + m * 1[a != a^E_i]) - Q(s_i, a^E_i) ]
 
 Total loss L = L_TD + lambda_BC * L_BC, averaged over k micro-batches (gradient accumulation).
+lambda_BC may decay with the run's global frames F (schedules.bc_weight; D = 0: constant)::
+    lambda_BC(F) = BC_WEIGHT * max(f_min, 1 - F / D),  D = BC_WEIGHT_DECAY_FRAMES, f_min = BC_WEIGHT_MIN_FRACTION
 
 Target network: soft  theta' <- (1 - tau) theta' + tau theta,  or hard  theta' <- theta.
 """
@@ -55,7 +57,7 @@ def td_loss(q_taken: Tensor, target: Tensor, weight: Tensor, huber_delta: float 
 
 
 def bc_margin_loss(q: Tensor, action: Tensor, is_expert: Tensor, margin: float = 0.8) -> Tensor:
-    """DQfD large-margin loss over expert rows; 0 when there are none."""
+    """DQfD large-margin loss over expert rows (q [B, A], action [B], is_expert [B] bool); 0 when there are none."""
     if not bool(is_expert.any()):
         return q.new_zeros(())
     q_e, a_e = q[is_expert], action[is_expert]  # [E, A], [E]
@@ -103,8 +105,9 @@ class Batch:
 
 def train_step(online: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
                micro_batches: list[Batch], max_grad_norm: float, clamp: float | None,
-               bc_weight: float = 0.0, scaler=None, autocast_dtype=None) -> StepStats:
-    """One optimizer step over k micro-batches; the gradient is that of the mean loss over them."""
+               bc_weight: float = 0.0, scaler=None, autocast_dtype=None, bc_margin: float = 0.8) -> StepStats:
+    """One optimizer step over k micro-batches; the gradient is that of the mean loss over them.
+    bc_weight is lambda_BC in force for this step (already decayed), bc_margin the DQfD margin m."""
     k = len(micro_batches)
     params = [p for p in online.parameters() if p.requires_grad]
     device_type = params[0].device.type
@@ -120,7 +123,7 @@ def train_step(online: nn.Module, target: nn.Module, optimizer: torch.optim.Opti
         q_taken = q.gather(1, mb.action.unsqueeze(1)).squeeze(1)  # [B]
         loss, td_err = td_loss(q_taken, y, mb.weight.float())
         if bc_weight > 0.0:
-            loss = loss + bc_weight * bc_margin_loss(q, mb.action, mb.is_expert)
+            loss = loss + bc_weight * bc_margin_loss(q, mb.action, mb.is_expert, bc_margin)
         scaled = loss / k
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total_loss += float(scaled.detach())

@@ -32,7 +32,7 @@ from tempest_common.network import DuelingQNetwork
 from tempest_common.wire import MessageError, decode, encode
 
 from ..replay.client import ReplayClient, ReplayError, ReplayRefused
-from . import checkpoint
+from . import checkpoint, schedules
 from .bookkeeper import WINDOWS, Bookkeeper
 from .control import ControlServer
 from .dqn import Batch, hard_update, soft_update, train_step
@@ -44,6 +44,7 @@ PRIORITY_EPS = 1e-3
 POLL_S = 0.1               # the longest a turn sleeps in poll: how late stop() may be noticed
 REPLAY_TIMEOUT_S = 30.0    # a sample request unanswered this long: the replay is gone or restarted
 REFUSED_WAIT_S, TIMEOUT_WAIT_S = 0.5, 1.0
+SAMPLE_SETTINGS = ("batch_size", "n_step", "gamma", "prioritized", "per_beta", "per_beta_end", "per_beta_frames")
 
 
 def pick_device(name: str) -> torch.device:
@@ -62,7 +63,7 @@ class Learner:
         self.device = pick_device(cfg.device)
         if cfg.seed >= 0:
             torch.manual_seed(cfg.seed)
-        self.online = DuelingQNetwork(cfg.state_dim, NUM_ACTIONS, cfg.hidden_sizes()).to(self.device)
+        self.online = DuelingQNetwork(cfg.state_dim, NUM_ACTIONS, cfg.hidden_sizes(), cfg.layer_norm).to(self.device)
         self.target = copy.deepcopy(self.online)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=live.lr)
         self.autocast = torch.bfloat16 if self.device.type == "cuda" else None
@@ -98,8 +99,7 @@ class Learner:
         new = apply_changes(self.live, changes)
         for name in changes:
             log.info("setting changed: %s %s -> %s", name, getattr(self.live, name), getattr(new, name))
-        if (new.batch_size, new.n_step, new.gamma, new.prioritized, new.per_beta) != \
-                (self.live.batch_size, self.live.n_step, self.live.gamma, self.live.prioritized, self.live.per_beta):
+        if any(getattr(new, k) != getattr(self.live, k) for k in SAMPLE_SETTINGS):
             self._drop_requests()  # samples requested under the old settings
         self.live = new
         self.metrics.export_settings(new)
@@ -230,8 +230,9 @@ class Learner:
         """Keep 2k requests out (unanswered or not yet trained on): k micro-batches for the next
         step arrive while this one trains."""
         s = self.live
+        beta = schedules.per_beta(s.per_beta, s.per_beta_end, self.books.global_frames, s.per_beta_frames)
         while len(self._sent) + len(self._arrived) < 2 * s.gradient_accumulation_steps:
-            rid = self.replay.send_sample(s.batch_size, s.n_step, s.gamma, s.prioritized, s.per_beta)
+            rid = self.replay.send_sample(s.batch_size, s.n_step, s.gamma, s.prioritized, beta)
             self._sent[rid] = time.monotonic()
 
     def _drop_requests(self) -> None:
@@ -277,11 +278,14 @@ class Learner:
         lr = self.effective_lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        bc = schedules.bc_weight(s.bc_weight, self.books.global_frames, s.bc_weight_decay_frames,
+                                 s.bc_weight_min_fraction)
         stats = train_step(self.online, self.target, self.optimizer, [self._to_batch(r) for r in replies],
-                           s.max_grad_norm, s.target_clamp_value if s.clamp_targets else None, s.bc_weight,
-                           autocast_dtype=self.autocast)
+                           s.max_grad_norm, s.target_clamp_value if s.clamp_targets else None, bc,
+                           autocast_dtype=self.autocast, bc_margin=s.bc_margin)
         m = self.metrics
         m.lr.set(lr)
+        m.bc_weight.set(bc)
         if not stats.applied:
             m.nonfinite.inc()
             log.warning("skipped a batch with a non-finite loss or gradient (step %d)", self.steps)

@@ -38,7 +38,7 @@ def main() -> int:
         path = checkpoint.latest(cfg.checkpoint_dir) if cfg.resume else None
         if path is not None:
             overrides = env_overrides()
-            shape = (cfg.state_dim, cfg.hidden_sizes(), NUM_ACTIONS)
+            shape = (cfg.state_dim, cfg.hidden_sizes(), NUM_ACTIONS, cfg.layer_norm)
             learner.restore(checkpoint.load_for_resume(path, str(learner.device), shape), overrides)
             log.info("resumed run %s from %s at step %d (env overrides: %s)", learner.run_id, path,
                      learner.steps, ", ".join(sorted(overrides)) or "none")

@@ -22,6 +22,8 @@ class LearnerMetrics:
         self.grad_norm = g("tempest_learner_grad_norm", "Global L2 gradient norm before clipping")
         self.clip_ratio = g("tempest_learner_grad_clip_ratio", "Post-clip / pre-clip gradient norm (1 = no clipping)")
         self.lr = g("tempest_learner_lr", "Effective learning rate")
+        self.bc_weight = g("tempest_learner_bc_weight",
+                           "Effective behaviour-cloning loss weight (BC_WEIGHT after its decay over global frames)")
         self.target_age = g("tempest_learner_target_age_steps",
                             "Optimizer steps since the last hard target copy (soft updates only: since training began)")
         self.steps = Counter("tempest_learner_steps", "Optimizer steps", **r)

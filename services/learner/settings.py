@@ -23,6 +23,8 @@ class LearnerConfig:
     metrics_port: int = setting("METRICS_PORT", 9104, min=0, max=65535, help="Prometheus /metrics port (0 = off)")
     device: str = setting("DEVICE", "auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
     hidden: str = setting("HIDDEN", "512,512,256", help="hidden layer widths of the dueling network")
+    layer_norm: bool = setting("LAYER_NORM", False,
+                               help="LayerNorm in each hidden block: Linear -> LayerNorm -> ReLU")
     state_dim: int = setting("STATE_DIM", STATE_SIZE, min=1, max=100_000, help="state vector length")
     checkpoint_dir: str = setting("CHECKPOINT_DIR", "run/checkpoints", help="where checkpoints go")
     checkpoint_every_s: float = setting("CHECKPOINT_EVERY_S", 300.0, min=1.0, max=86_400.0,
@@ -68,7 +70,20 @@ class LiveSettings:
     target_clamp_value: float = setting("TARGET_CLAMP_VALUE", 50.0, min=0.0, max=1e9, help="|target| limit")
     prioritized: bool = setting("PRIORITIZED", True, help="prioritized replay sampling")
     per_beta: float = setting("PER_BETA", 0.4, min=0.0, max=1.0, help="importance-weight exponent")
+    per_beta_end: float = setting(
+        "PER_BETA_END", 0.4, min=0.0, max=1.0,
+        help="beta reached after PER_BETA_FRAMES global frames, linear from PER_BETA (only when that is > 0)")
+    per_beta_frames: int = setting("PER_BETA_FRAMES", 0, min=0, max=10**12,
+                                   help="global frames over which beta anneals to PER_BETA_END (0 = off: PER_BETA)")
     bc_weight: float = setting("BC_WEIGHT", 0.0, min=0.0, max=100.0, help="behaviour-cloning loss weight (expert rows)")
+    bc_margin: float = setting("BC_MARGIN", 0.8, min=0.0, max=1000.0,
+                               help="DQfD margin: how far every non-expert action's Q must fall below the expert's")
+    bc_weight_decay_frames: int = setting(
+        "BC_WEIGHT_DECAY_FRAMES", 0, min=0, max=10**12,
+        help="global frames over which the BC weight decays linearly to BC_WEIGHT_MIN_FRACTION x BC_WEIGHT "
+             "(0 = constant)")
+    bc_weight_min_fraction: float = setting("BC_WEIGHT_MIN_FRACTION", 0.0, min=0.0, max=1.0,
+                                            help="floor of the decayed BC weight, as a fraction of BC_WEIGHT")
     expert_ratio_start: float = setting("EXPERT_RATIO_START", 0.95, min=0.0, max=1.0, help="expert share at frame 0")
     expert_ratio_decay: float = setting("EXPERT_RATIO_DECAY", 0.996, min=0.0, max=1.0,
                                         help="multiplier per EXPERT_RATIO_DECAY_FRAMES global frames")

@@ -19,6 +19,9 @@ class ReplayConfig:
     state_dtype: str = setting("REPLAY_STATE_DTYPE", "float16", choices=("float16", "float32"),
                                help="dtype of stored and served states")
     alpha: float = setting("PER_ALPHA", 0.6, min=0.0, max=1.0, help="prioritization exponent")
+    new_priority_cap: float = setting(
+        "PER_NEW_PRIORITY_CAP", 0.0, min=0.0, max=1e6,
+        help="new rows' priority: min(max seen, this x mean of all priority updates) (0 = off: max seen)")
     min_size_to_sample: int = setting("MIN_SIZE_TO_SAMPLE", 10_000, min=1, max=100_000_000,
                                       help="no samples until the replay holds this many transitions")
     samples_per_insert: float = setting("SAMPLES_PER_INSERT", 0.0, min=0.0, max=1e6,

@@ -33,10 +33,12 @@ class Sample:
 
 
 class ReplayMirror:
-    def __init__(self, capacity: int, state_dim: int, state_dtype=np.float16, alpha: float = 0.6):
+    def __init__(self, capacity: int, state_dim: int, state_dtype=np.float16, alpha: float = 0.6,
+                 new_priority_cap: float = 0.0):
         self.capacity = capacity
         self.state_dim = state_dim
         self.alpha = alpha
+        self.new_priority_cap = new_priority_cap  # PER_NEW_PRIORITY_CAP (0 = off)
         self.state = np.zeros((capacity, state_dim), state_dtype)
         self.action = np.zeros(capacity, np.int16)
         self.reward = np.zeros(capacity, np.float32)        # game + shaping, what n-step sums
@@ -51,6 +53,7 @@ class ReplayMirror:
         self.next = np.full(capacity, -1, np.int64)         # slot of the stream's next record
         self.tree = SumTree(capacity)
         self.max_priority = 1.0
+        self.priority_sum, self.priority_count = 0.0, 0     # every live priority update: the running mean
         self.size = 0
         self.next_seq = 0
         self._stream_last: dict[str, tuple[int, int]] = {}  # stream -> (slot, seq) of its newest row
@@ -90,10 +93,18 @@ class ReplayMirror:
         if last is not None and self.seq[last[0]] == last[1]:
             self.next[last[0]] = slots[0]
         self._stream_last[batch.stream_id] = (int(slots[-1]), start + b - 1)
-        # New rows get the maximum priority; bootstrap-only rows are never sample starts.
-        self.tree.set(slots, np.where(batch.truncated, 0.0, self.max_priority ** self.alpha))
+        # New rows get the new-row priority; bootstrap-only rows are never sample starts.
+        self.tree.set(slots, np.where(batch.truncated, 0.0, self.new_priority() ** self.alpha))
         self.next_seq = max(self.next_seq, start + b)
         return start
+
+    def new_priority(self) -> float:
+        """Priority of a new row: the maximum priority seen, or with PER_NEW_PRIORITY_CAP = c > 0,
+        min(maximum, c x mean of every priority update so far), so one spike does not give every
+        later row a huge priority."""
+        if self.new_priority_cap > 0 and self.priority_count > 0:
+            return min(self.max_priority, self.new_priority_cap * self.priority_sum / self.priority_count)
+        return self.max_priority
 
     def break_stream(self, stream_id: str) -> None:
         """Forget where a stream ended: its next batch starts a new chain of links.  Used when a
@@ -165,6 +176,8 @@ class ReplayMirror:
         if np.any(live):
             p = priority[live]
             self.max_priority = max(self.max_priority, float(p.max()))
+            self.priority_sum += float(p.sum())
+            self.priority_count += len(p)
             self.tree.set(slots[live], p ** self.alpha)
         return int(np.count_nonzero(~live))
 
@@ -177,7 +190,8 @@ class ReplayMirror:
     def restore_priorities(self, seq: np.ndarray, leaf: np.ndarray, alpha: float, max_priority: float) -> int:
         """Put back the leaves of a snapshot taken with exponent `alpha` for rows still in their
         slots; every other sample start (inserted or overwritten since the snapshot) gets the
-        maximum priority, as a new row would.  Returns the rows restored."""
+        new-row priority, as a new row would (the restored priorities seed its running mean).
+        Returns the rows restored."""
         if not (np.isfinite(alpha) and alpha > 0):
             return 0     # alpha 0: every leaf was 1, the snapshot holds no priorities
         seq = np.asarray(seq, np.int64)
@@ -189,9 +203,13 @@ class ReplayMirror:
         live = (seq >= 0) & (self.seq[slots] == seq) & ~self.truncated[slots] & np.isfinite(leaf) & (leaf >= 0)
         if np.isfinite(max_priority) and max_priority > 0:
             self.max_priority = max(self.max_priority, float(max_priority))
+        if np.any(live):
+            with np.errstate(over="ignore"):   # an overflow only makes the mean infinite: the maximum
+                self.priority_sum += float(np.sum(leaf[live] ** (1.0 / self.alpha)))
+            self.priority_count += int(np.count_nonzero(live))
         others = (self.seq >= 0) & ~self.truncated
         others[slots[live]] = False
-        self.tree.set(np.flatnonzero(others), np.full(int(np.count_nonzero(others)), self.max_priority ** self.alpha))
+        self.tree.set(np.flatnonzero(others), np.full(int(np.count_nonzero(others)), self.new_priority() ** self.alpha))
         self.tree.set(slots[live], leaf[live])
         return int(np.count_nonzero(live))
 

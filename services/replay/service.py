@@ -36,7 +36,8 @@ class ReplayService:
     def __init__(self, cfg: ReplayConfig, metrics: ReplayMetrics | None = None, context: zmq.Context | None = None):
         self.cfg = cfg
         self.metrics = metrics or ReplayMetrics()
-        self.mirror = ReplayMirror(cfg.capacity, cfg.state_dim, np.dtype(cfg.state_dtype), cfg.alpha)
+        self.mirror = ReplayMirror(cfg.capacity, cfg.state_dim, np.dtype(cfg.state_dtype), cfg.alpha,
+                                   new_priority_cap=cfg.new_priority_cap)
         self.store = ChunkStore(cfg.redis_url, cfg.redis_prefix, cfg.capacity, cfg.redis_buffer_chunks,
                                 on_written=self.metrics.written.inc, on_lost=self.metrics.lost.inc)
         self.rng = np.random.default_rng(None if cfg.seed < 0 else cfg.seed)

@@ -189,3 +189,36 @@ def test_dueling_forward_shape_and_identity():
     expected = (200 * 32 + 32) + (32 * 16 + 16) + (16 + 1) + (16 * 44 + 44)
     assert net.param_count() == expected
     assert DuelingQNetwork(200, 44).param_count() > 0
+
+
+# Q of 4 rows (3 actions): expert actions 0, 2, 0; row 3 is not an expert row
+BC_Q = [[1.0, 1.02, 0.9], [0.5, 0.6, 0.58], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]]
+BC_ACTION = torch.tensor([0, 2, 0, 0])
+BC_EXPERT = torch.tensor([True, True, True, False])
+
+
+def test_bc_margin_loss_small_margin_hand_computed():
+    q = torch.tensor(BC_Q)
+    # m = 0.05: row 0: max(1.0, 1.07, 0.95) - 1.0 = 0.07; row 1: max(0.55, 0.65, 0.58) - 0.58 = 0.07;
+    # row 2: max(2.0, 0.05, 0.05) - 2.0 = 0; row 3 (3.05 - 0) is not an expert row: ignored
+    assert float(bc_margin_loss(q, BC_ACTION, BC_EXPERT, margin=0.05)) == pytest.approx(0.14 / 3)
+    # the default m = 0.8: 0.82, 0.82, 0
+    assert float(bc_margin_loss(q, BC_ACTION, BC_EXPERT)) == pytest.approx(1.64 / 3)
+    assert float(bc_margin_loss(q, BC_ACTION, BC_EXPERT, margin=0.0)) == pytest.approx(0.04 / 3)
+
+
+def test_train_step_passes_weight_and_margin_to_the_bc_loss():
+    table = BC_Q + [[0.0, 0.0, 0.0]] * 4                  # rows 4..7: the next states
+    batch = Batch(state=torch.tensor([[0.0], [1.0], [2.0], [3.0]]), action=BC_ACTION,
+                  reward=torch.tensor([1.0, 0.0, -1.0, 0.5]), discount=torch.zeros(4),
+                  next_state=torch.tensor([[4.0], [5.0], [6.0], [7.0]]), weight=torch.ones(4), is_expert=BC_EXPERT)
+
+    def loss(**bc):
+        online = LookupQ(table)
+        return train_step(online, LookupQ(table), torch.optim.SGD(online.parameters(), lr=0.0), [batch],
+                          max_grad_norm=0.0, clamp=None, **bc).loss
+
+    td = loss()
+    assert loss(bc_weight=2.0, bc_margin=0.05) == pytest.approx(td + 2.0 * 0.14 / 3)
+    assert loss(bc_weight=2.0) == pytest.approx(td + 2.0 * 1.64 / 3)     # default margin 0.8
+    assert loss(bc_weight=0.0, bc_margin=0.05) == td

@@ -13,6 +13,13 @@ from tests.conftest import REPO
 def test_defaults_load():
     cfg = load_emulator_config({})
     assert isinstance(cfg, EmulatorConfig) and cfg.state_dtype == "float16"
+    assert (cfg.actor_draw, cfg.actor_segment_ticks) == ("tick", 200)   # today's per-tick draw
+
+
+def test_actor_draw_settings_load():
+    cfg = load_emulator_config({"ACTOR_DRAW": "segment", "ACTOR_SEGMENT_TICKS": "50"})
+    assert (cfg.actor_draw, cfg.actor_segment_ticks) == ("segment", 50)
+    assert load_emulator_config({"ACTOR_DRAW": "life"}).actor_draw == "life"
 
 
 @pytest.mark.parametrize("var,value,fragment", [
@@ -20,6 +27,9 @@ def test_defaults_load():
     ("STATE_DTYPE", "int8", "STATE_DTYPE=int8"),
     ("TRANSITION_BATCH", "0", "TRANSITION_BATCH=0"),
     ("METRICS_PORT", "seventy", "METRICS_PORT=seventy"),
+    ("ACTOR_DRAW", "episode", "ACTOR_DRAW=episode"),
+    ("ACTOR_SEGMENT_TICKS", "0", "ACTOR_SEGMENT_TICKS=0"),
+    ("ACTOR_SEGMENT_TICKS", "100001", "ACTOR_SEGMENT_TICKS=100001"),
 ])
 def test_bad_values_name_the_variable(var, value, fragment):
     with pytest.raises(ConfigError, match=fragment):

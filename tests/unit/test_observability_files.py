@@ -28,7 +28,7 @@ DESIGN_ALERTS = {
 # Every metric the rules and the dashboard may name (docs/design.md's, plus the workers' extra ones).
 KNOWN_METRICS = {
     "tempest_learner_q_min", "tempest_learner_q_max", "tempest_learner_q_mean", "tempest_learner_loss",
-    "tempest_learner_grad_norm", "tempest_learner_grad_clip_ratio", "tempest_learner_lr",
+    "tempest_learner_grad_norm", "tempest_learner_grad_clip_ratio", "tempest_learner_lr", "tempest_learner_bc_weight",
     "tempest_learner_target_age_steps", "tempest_learner_steps_total", "tempest_learner_samples_total",
     "tempest_learner_nonfinite_batches_total", "tempest_dqn_reward_mean", "tempest_dqn_reward_slope",
     "tempest_dqn_life_reward_mean", "tempest_dqn_evaluation_games", "tempest_dqn_evaluation_lives",

@@ -1,17 +1,20 @@
-"""The worker's pure parts: the evaluation scheduler (a table of named cases), the actor chooser
-and the transition adder on RAM recorded from the real game."""
+"""The worker's pure parts: the evaluation scheduler and the actor schedule (tables of named
+cases), the actor chooser and the transition adder on RAM recorded from the real game."""
+import time
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.emulator.actors import ActorChooser, EvaluationScheduler
+from services.emulator.actors import ActorChooser, ActorSchedule, EvaluationScheduler
 from services.emulator.adder import TransitionAdder
 from services.emulator.episodes import EpisodeTracker, RewardConfig
 from services.emulator.metrics import WorkerMetrics
 from services.emulator.network_policy import NetworkPolicy
 from services.emulator.session import Tick, TickClassifier
 from tempest_common.game_state import decode_ram
-from tempest_common.messages import ACTOR_EVALUATION, ACTOR_NETWORK, ACTOR_RANDOM, TransitionBatch
+from tempest_common.messages import (ACTOR_EVALUATION, ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM,
+                                     TransitionBatch)
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.network import DuelingQNetwork
 from tempest_common.state_vector import STATE_SIZE, encode_state
@@ -94,6 +97,145 @@ def test_the_first_draw_after_the_network_is_ready_is_an_evaluation():
 
 def test_expert_without_a_client_falls_back():
     assert chooser(ratio=1.0).choose(None, lambda: 3) == (ACTOR_NETWORK, 3)
+
+
+E, L = ActorSchedule.EXPERT, ActorSchedule.LEARNER
+LIFE = ("life",)
+# name: (mode, segment_ticks, events, expected who per tick); an event is LIFE (a life starts) or
+# (u, expert_ratio), one decision tick with its uniform draw and the ratio in force
+ACTOR_SCHEDULE_CASES = {
+    "tick: a fresh draw every tick": ("tick", 200, [LIFE, (0.1, 0.5), (0.9, 0.5), (0.2, 0.5), (0.6, 0.5)],
+                                      [E, L, E, L]),
+    "tick: a changed ratio applies at once (every tick is a draw)": ("tick", 200, [(0.3, 0.5), (0.3, 0.2)], [E, L]),
+    "tick: a life start changes nothing": ("tick", 200, [(0.1, 0.5), LIFE, (0.9, 0.5)], [E, L]),
+    "life: the first tick of a worker draws": ("life", 200, [(0.9, 0.5), (0.1, 0.5)], [L, L]),
+    "life: one draw holds the whole life": ("life", 200, [LIFE, (0.1, 0.5), (0.9, 0.5), (0.99, 0.5), (0.7, 0.5)],
+                                            [E, E, E, E]),
+    "life: the next life draws afresh": ("life", 200, [LIFE, (0.1, 0.5), (0.9, 0.5), LIFE, (0.9, 0.5), (0.1, 0.5)],
+                                         [E, E, L, L]),
+    "life: a changed ratio applies at the next life's draw only": (
+        "life", 200, [LIFE, (0.3, 0.5), (0.3, 0.0), (0.3, 0.0), LIFE, (0.3, 0.0), LIFE, (0.3, 1.0)],
+        [E, E, E, L, E]),
+    "life: a life start before its first tick is one draw": ("life", 200, [LIFE, LIFE, (0.9, 0.5), (0.1, 0.5)],
+                                                             [L, L]),
+    "segment: redraws every N ticks": (
+        "segment", 3, [LIFE, (0.1, 0.5), (0.9, 0.5), (0.9, 0.5), (0.9, 0.5), (0.1, 0.5), (0.1, 0.5), (0.1, 0.5)],
+        [E, E, E, L, L, L, E]),
+    "segment: a life start redraws and restarts the count": (
+        "segment", 3, [LIFE, (0.1, 0.5), (0.9, 0.5), LIFE, (0.9, 0.5), (0.1, 0.5), (0.1, 0.5), (0.1, 0.5)],
+        [E, E, L, L, L, E]),
+    "segment: a changed ratio applies at the next segment's draw only": (
+        "segment", 2, [LIFE, (0.4, 0.5), (0.4, 0.1), (0.4, 0.1), (0.4, 0.1)], [E, E, L, L]),
+    "segment of one tick is tick mode": ("segment", 1, [LIFE, (0.1, 0.5), (0.9, 0.5), (0.2, 0.5)], [E, L, E]),
+}
+
+
+@pytest.mark.parametrize("name", ACTOR_SCHEDULE_CASES)
+def test_actor_schedule(name):
+    mode, segment_ticks, events, expected = ACTOR_SCHEDULE_CASES[name]
+    s = ActorSchedule(mode, segment_ticks)
+    seen = []
+    for event in events:
+        if event == LIFE:
+            s.life_started()
+        else:
+            seen.append(s.who(*event))
+    assert seen == expected
+
+
+@pytest.mark.parametrize("mode,segment_ticks", [("sometimes", 200), ("segment", 0)])
+def test_actor_schedule_rejects_bad_settings(mode, segment_ticks):
+    with pytest.raises(ValueError):
+        ActorSchedule(mode, segment_ticks)
+
+
+class CountingExpert:
+    """Answers action n % 44 on its n-th call, except every 7th call (a timeout)."""
+    def __init__(self):
+        self.n = 0
+
+    def act(self, batch, timeout_ms):
+        self.n += 1
+        return None if self.n % 7 == 0 else np.array([self.n % NUM_ACTIONS])
+
+
+def reference_choices(seed, ticks, ratio, epsilon, ratio_later, epsilon_later):
+    """ActorChooser.choose before ActorSchedule existed (a per-tick draw), copied: the RNG stream
+    and every (actor, action) a seed gives must stay exactly these in mode "tick"."""
+    rng, expert, out = np.random.default_rng(seed), CountingExpert(), []
+    uniform, actions = rng.random((4096, 2)), rng.integers(0, NUM_ACTIONS, 4096)
+    for t in range(ticks):
+        if t == ticks // 2:
+            ratio, epsilon = ratio_later, epsilon_later
+        k = t % 4096
+        if k == 0 and t:
+            uniform, actions = rng.random((4096, 2)), rng.integers(0, NUM_ACTIONS, 4096)
+        u_actor, u_eps, random_action = uniform[k][0], uniform[k][1], int(actions[k])
+        if u_actor < ratio:   # backoff 0 s: the expert is asked again on the next tick
+            reply = expert.act(None, 50)
+            if reply is not None:
+                out.append((ACTOR_EXPERT, int(reply[0])))
+                continue
+        out.append((ACTOR_NETWORK, 43 - t % 44) if u_eps >= epsilon else (ACTOR_RANDOM, random_action))
+    return out
+
+
+def chooser_choices(c, ticks, ratio_later, epsilon_later, lives_every=None):
+    out = []
+    for t in range(ticks):
+        if t == ticks // 2:
+            c.follow_schedule(ratio_later, epsilon_later, 0.0, 0.0)
+        if lives_every and t % lives_every == 0:
+            c.life_started()
+        out.append(c.choose(lambda: None, lambda: 43 - t % 44))
+    return out
+
+
+def expert_chooser(ratio, epsilon, seed, schedule=None):
+    c = chooser(ratio, epsilon, seed=seed)
+    c.expert, c.expert_backoff_s = CountingExpert(), 0.0
+    if schedule is not None:
+        c.schedule = schedule
+    return c
+
+
+@pytest.mark.parametrize("seed", [0, 123])
+def test_tick_mode_plays_exactly_as_before(seed):
+    ticks = 9000   # more than one block of pre-drawn uniforms
+    expected = reference_choices(seed, ticks, 0.6, 0.2, 0.3, 0.5)
+    assert chooser_choices(expert_chooser(0.6, 0.2, seed), ticks, 0.3, 0.5) == expected
+    # the default schedule is "tick", and life starts do not change it
+    assert chooser_choices(expert_chooser(0.6, 0.2, seed, ActorSchedule("tick")), ticks, 0.3, 0.5,
+                           lives_every=50) == expected
+    assert {actor for actor, _ in expected} == {ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM}
+
+
+def test_life_mode_holds_the_actor_for_a_life_and_falls_back_when_the_expert_is_away():
+    c = expert_chooser(0.5, 0.2, 7, ActorSchedule("life"))
+    lives = []
+    for _ in range(40):
+        c.life_started()
+        lives.append([c.choose(lambda: None, lambda: 9)[0] for _ in range(30)])
+    expert_lives = [life for life in lives if ACTOR_EXPERT in life]
+    learner_lives = [life for life in lives if ACTOR_EXPERT not in life]
+    assert expert_lives and learner_lives
+    assert all(set(life) <= {ACTOR_NETWORK, ACTOR_RANDOM} for life in learner_lives)
+    # on an expert life the expert plays every tick it answers; its timeouts (every 7th call)
+    # fall back to the learner's epsilon-greedy choice for that tick
+    assert all(life.count(ACTOR_EXPERT) >= 25 for life in expert_lives)
+    c = expert_chooser(1.0, 0.0, 7, ActorSchedule("life"))
+    c.expert_backoff_s = 3600.0
+    c.life_started()
+    actors = [c.choose(lambda: None, lambda: 9)[0] for _ in range(20)]
+    assert actors[:6] == [ACTOR_EXPERT] * 6 and set(actors[6:]) == {ACTOR_NETWORK}   # backing off
+    assert time.monotonic() < c._expert_retry_at
+
+
+def test_evaluation_games_ignore_the_actor_schedule():
+    c = expert_chooser(1.0, 0.0, 7, ActorSchedule("life"))
+    c.life_started()
+    assert [c.choose(lambda: None, lambda: 9, evaluation=True) for _ in range(5)] == [(ACTOR_EVALUATION, 9)] * 5
+    assert c.expert.n == 0 and c.schedule.current is None   # no draw was spent on the evaluation game
 
 
 def records_of(ticks):
