@@ -6,7 +6,7 @@ EMULATORS ?= 1
 DEBIAN_PACKAGES := mame redis-server prometheus
 export TEMPEST_ROMPATH ?= $(abspath ../shared/roms)
 
-.PHONY: setup debian-packages up status test test-unit test-game bench clean
+.PHONY: setup debian-packages up status test test-unit test-game bench bench-learning clean
 
 setup: debian-packages $(VENV)/.installed
 
@@ -47,6 +47,10 @@ test-game: setup
 # Every benchmark, one after another (each ends with its JSON line; ~15 minutes on 2 cores).
 bench: setup
 	for b in emulator expert replay learner; do $(PY) bench/$$b.py || exit 1; done
+
+# Does the network learn?  Trains the whole pipeline and evaluates it (~50 minutes on 2 cores).
+bench-learning: setup
+	$(PY) bench/learning.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -130,6 +130,7 @@ def ablation(run: Path, arms: list[str], frames: int, lives: int, seed: int, job
     """Each arm (NAME or NAME:SETTING=VALUE,...; the first is usually the baseline) trains `frames`
     frames from scratch in its own run folder, and its last checkpoint is evaluated; the expert and
     random once.  Last line: one JSON object with a row per arm."""
+    run.mkdir(parents=True, exist_ok=True)
     refs, _ = evaluate(run, ["expert", "random"], lives, seed, jobs)
     rows = []
     for arm in arms:
