@@ -24,7 +24,7 @@ class DuelingQNetwork(nn.Module):
         for h in hidden:
             layers += [nn.Linear(width, h), *([nn.LayerNorm(h)] if layer_norm else []), nn.ReLU()]
             width = h
-        self.layer_norm = layer_norm
+        self.state_dim, self.num_actions, self.layer_norm = state_dim, num_actions, layer_norm
         self.trunk = nn.Sequential(*layers)
         self.value = nn.Linear(width, 1)
         self.advantage = nn.Linear(width, num_actions)
@@ -55,11 +55,17 @@ def hidden_from_state_dict(state: dict) -> tuple[int, ...]:
     return tuple(widths)
 
 
-def network_from_state_dict(state: dict) -> DuelingQNetwork:
-    """Build a network of the right shape (and layout) from published weights (numpy arrays) and load them."""
+def shape_from_state_dict(state: dict) -> tuple[int, tuple[int, ...], int, bool]:
+    """(state dim, hidden widths, actions, LayerNorm) of the network these weights belong to."""
     hidden = hidden_from_state_dict(state)
     first = state["trunk.0.weight"] if hidden else state["value.weight"]
-    net = DuelingQNetwork(int(np.shape(first)[1]), int(np.shape(state["advantage.weight"])[0]), hidden,
-                          layer_norm=layer_norm_from_state_dict(state))
+    return (int(np.shape(first)[1]), hidden, int(np.shape(state["advantage.weight"])[0]),
+            layer_norm_from_state_dict(state))
+
+
+def network_from_state_dict(state: dict) -> DuelingQNetwork:
+    """Build a network of the right shape (and layout) from published weights (numpy arrays) and load them."""
+    state_dim, hidden, actions, layer_norm = shape_from_state_dict(state)
+    net = DuelingQNetwork(state_dim, actions, hidden, layer_norm=layer_norm)
     net.load_state_dict({k: torch.as_tensor(np.array(v, np.float32)) for k, v in state.items()})
     return net.eval()

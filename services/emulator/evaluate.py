@@ -56,9 +56,8 @@ def load_checkpoint_network(path: str) -> tuple[torch.nn.Module, dict]:
         raise EvaluationError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # a foreign or damaged file: any reader error means the same to the user
         raise EvaluationError(f"{path}: not a learner checkpoint this version can read ({exc})") from None
-    fits = net.trunk[0].in_features if len(net.trunk) else net.value.in_features
-    if fits != STATE_SIZE or net.advantage.out_features != NUM_ACTIONS:
-        raise EvaluationError(f"{path}: its network takes {fits} inputs and {net.advantage.out_features} actions, "
+    if net.state_dim != STATE_SIZE or net.num_actions != NUM_ACTIONS:
+        raise EvaluationError(f"{path}: its network takes {net.state_dim} inputs and {net.num_actions} actions, "
                               f"this version's {STATE_SIZE} and {NUM_ACTIONS}: it comes from another version of "
                               "the project (train a new run: RESUME=0 or another CHECKPOINT_DIR)")
     return net, checkpoint

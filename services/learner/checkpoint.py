@@ -16,13 +16,12 @@ only, so loading one never runs code from it.
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from pathlib import Path
 
 import torch
 
-from tempest_common.network import hidden_from_state_dict, layer_norm_from_state_dict
+from tempest_common.network import shape_from_state_dict
 
 PREFIX = "checkpoint-"
 MARK_PREFIX = "mark-"
@@ -78,9 +77,7 @@ Shape = tuple[int, tuple[int, ...], int, bool]   # state dim, hidden widths, act
 
 
 def network_shape(online: dict) -> Shape:
-    hidden = hidden_from_state_dict(online)
-    first = online["trunk.0.weight"] if hidden else online["value.weight"]
-    return int(first.shape[1]), hidden, int(online["advantage.weight"].shape[0]), layer_norm_from_state_dict(online)
+    return shape_from_state_dict(online)
 
 
 def _describe(shape: Shape) -> str:
@@ -97,7 +94,7 @@ def load_for_resume(path: str | os.PathLike, device: str, shape: Shape) -> dict:
         found = network_shape(state["online"])
     except Exception as exc:  # damaged or foreign: whatever the reader's complaint, the way out is the same
         # torch's own unpickling message is a paragraph about weights_only; one phrase says it here
-        reason = ("not a torch file of tensors and plain values" if isinstance(exc, pickle.UnpicklingError)
+        reason = ("not a torch file of tensors and plain values" if type(exc).__name__ == "UnpicklingError"
                   else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
         raise Unresumable(f"{path} cannot be read as a learner checkpoint ({reason}): {advice}") from None
     if found != shape:

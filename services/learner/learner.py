@@ -126,20 +126,20 @@ class Learner:
         self.metrics.checkpoints.inc()
         log.info("checkpoint mark %s (step %d, %d global frames)", path, self.steps, self.books.global_frames)
 
-    def restore(self, state: dict, env_overrides: dict | None = None) -> None:
-        """Carry on from `state` (a checkpoint_dict()); `env_overrides` win over its live settings."""
-        self.run_id = state["run_id"]
-        self.online.load_state_dict(state["online"])
-        self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.books.load_state_dict(state["bookkeeper"])
-        c = state["counters"]
+    def restore(self, saved: dict, env_overrides: dict | None = None) -> None:
+        """Carry on from `saved` (a checkpoint_dict()); `env_overrides` win over its live settings."""
+        self.run_id = saved["run_id"]
+        self.online.load_state_dict(saved["online"])
+        self.target.load_state_dict(saved["target"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.books.load_state_dict(saved["bookkeeper"])
+        c = saved["counters"]
         self.steps, self.samples = int(c["steps"]), int(c["samples"])
         self.target_age, self.weights_version = int(c["target_age"]), int(c["weights_version"])
         # a checkpoint from before marks: the marks its run passed are not written after the fact
         passed = checkpoint.mark_due(self.books.global_frames, self.cfg.checkpoint_every_frames, 0) or 0
         self.last_mark = int(c.get("last_mark", passed))
-        self.live = apply_changes(LiveSettings(), {**state["live"], **(env_overrides or {})})
+        self.live = apply_changes(LiveSettings(), {**saved["live"], **(env_overrides or {})})
         self.metrics.export_settings(self.live)
 
     # -- the loop -------------------------------------------------------------------------------
