@@ -17,12 +17,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tempest_common.actions import NUM_ACTIONS
 from tempest_common.game_state import GameState
 
 # Who chose a transition's action (TransitionBatch.actor, SampleReply.actor, actor_counts keys).
 ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM, ACTOR_EVALUATION = 0, 1, 2, 3
 ACTOR_NAMES = ("expert", "network", "random", "evaluation")
 NO_ACTION = -1  # TransitionBatch.action of a truncated episode's last record (bootstrap only)
+
+# Bounds on values that decode cleanly but could still do damage downstream (docs/design.md,
+# "Hostile input").  Generous for the real game: a tick's reward is a few hundred points at most
+# and the score has six BCD digits; a worker decides ~1,000 ticks per second.
+MAX_ABS_REWARD = 1e6        # per row: n <= 100 such rows still sum far inside float32
+MAX_BATCH_ROWS = 4096       # rows of one transition batch (workers send TRANSITION_BATCH = 64)
+MAX_SCORE = 999_999         # the game's six BCD digits
+MAX_COUNTER = 1 << 53       # frame and episode counters: exact as float64 (Prometheus' type)
+MAX_NAME_CHARS = 256        # a str field (ids, names): services keep them (one per stream, worker)
+MAX_TEXT_CHARS = 4096       # an optional_str field (an error's text)
+MAX_DICT_ITEMS = 256        # entries of a dict field (settings, actor counts)
 
 WIRE_TYPES = ("int", "float", "str", "bool", "array", "dict", "optional_str", "game_state", "arrays")
 _FLOATS = ("float16", "float32")  # states may travel as float16 (docs/design.md, Messages)
@@ -39,6 +51,18 @@ def _row(dtype, ndim: int = 1):
     return _f("array", dtype, ndim, rows=True)
 
 
+def _check_size(kind: str, name: str, wire: str, value) -> None:
+    """Strings and maps a service might keep (a stream id per stream, a worker id per worker) have
+    a bounded size: a flood of 100 KB made-up ids once grew the replay by hundreds of MB."""
+    if wire == "str" and len(value) > MAX_NAME_CHARS:
+        raise ValueError(f"{kind}.{name}: {len(value)} characters, at most {MAX_NAME_CHARS}")
+    if wire == "optional_str" and value is not None and len(value) > MAX_TEXT_CHARS:
+        raise ValueError(f"{kind}.{name}: {len(value)} characters, at most {MAX_TEXT_CHARS}")
+    if wire == "dict" and (len(value) > MAX_DICT_ITEMS or any(
+            len(k) > MAX_NAME_CHARS or (isinstance(v, str) and len(v) > MAX_NAME_CHARS) for k, v in value.items())):
+        raise ValueError(f"{kind}.{name}: at most {MAX_DICT_ITEMS} entries of at most {MAX_NAME_CHARS} characters")
+
+
 class Message:
     """Base: `KIND` is the wire "kind" string; `validate()` raises ValueError on a bad message."""
     KIND: ClassVar[str] = ""
@@ -47,6 +71,8 @@ class Message:
         batch = None
         for f in fields(self):
             meta, value = f.metadata, getattr(self, f.name)
+            if meta["wire"] in ("str", "optional_str", "dict"):
+                _check_size(self.KIND, f.name, meta["wire"], value)
             if meta["wire"] != "array":
                 continue
             if not isinstance(value, np.ndarray):
@@ -95,8 +121,16 @@ class TransitionBatch(Message):
         super().validate()
         if np.any(self.actor >= len(ACTOR_NAMES)):
             raise ValueError(f"transitions: actor values must be < {len(ACTOR_NAMES)}")
-        if np.any(self.action < NO_ACTION):
-            raise ValueError("transitions: action must be >= -1")
+        if self.num_rows() > MAX_BATCH_ROWS:
+            raise ValueError(f"transitions: {self.num_rows()} rows, at most {MAX_BATCH_ROWS}")
+        if np.any(self.action < NO_ACTION) or np.any(self.action >= NUM_ACTIONS):
+            raise ValueError(f"transitions: action must be -1 (truncated) or 0..{NUM_ACTIONS - 1}")
+        if np.any(self.episode_id < 0) or np.any(self.step < 0):
+            raise ValueError("transitions: episode_id and step must be >= 0")
+        for name in ("reward_game", "reward_shaping"):
+            r = getattr(self, name)
+            if not np.all(np.abs(r) <= MAX_ABS_REWARD):   # NaN fails too
+                raise ValueError(f"transitions: {name} must be finite with |value| <= {MAX_ABS_REWARD:g}")
         if np.any((self.action == NO_ACTION) != self.truncated):
             raise ValueError("transitions: action == -1 exactly on truncated rows")
         if np.any(self.terminal & self.truncated):
@@ -130,8 +164,18 @@ class EpisodeSummary(Message):
         super().validate()
         if self.end not in self.ENDS:
             raise ValueError(f"episode: end must be one of {self.ENDS}, got {self.end!r}")
-        if self.length < 0:
-            raise ValueError("episode: length must be >= 0")
+        if not 0 <= self.length <= MAX_COUNTER or not 0 <= self.episode_id <= MAX_COUNTER \
+                or not 0 <= self.game_id <= MAX_COUNTER:
+            raise ValueError("episode: length, episode_id and game_id must be in 0..2^53")
+        if not -MAX_SCORE <= self.score <= MAX_SCORE or not 0 <= self.game_score <= MAX_SCORE:
+            raise ValueError(f"episode: |score| and game_score must be <= {MAX_SCORE}")
+        if not 0 <= self.level <= 255:
+            raise ValueError("episode: level must be in 0..255")
+        if not (np.isfinite(self.game_reward) and np.isfinite(self.shaping_reward) and np.isfinite(self.wall_time)):
+            raise ValueError("episode: game_reward, shaping_reward and wall_time must be finite")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNTER
+                   for v in self.actor_counts.values()):
+            raise ValueError("episode: actor_counts values must be ints in 0..2^53")
 
 
 @dataclass(**_FROZEN)
@@ -145,6 +189,14 @@ class Heartbeat(Message):
     video_fps: float = _f("float")
     frames_per_s: float = _f("float")
     wall_time: float = _f("float")
+
+    def validate(self) -> None:
+        super().validate()
+        # a counter near 2^64 once pushed the learner's global frames past 64 bits (a crash loop)
+        if not 0 <= self.frames_total <= MAX_COUNTER or not 0 <= self.episodes_total <= MAX_COUNTER:
+            raise ValueError("heartbeat: frames_total and episodes_total must be in 0..2^53")
+        if not all(np.isfinite(v) and v >= 0 for v in (self.video_fps, self.frames_per_s)):
+            raise ValueError("heartbeat: video_fps and frames_per_s must be finite and >= 0")
 
 
 @dataclass(**_FROZEN)
@@ -183,6 +235,7 @@ class SampleRequest(Message):
     wait_s: float = _f("float")
 
     def validate(self) -> None:
+        super().validate()
         if self.batch_size < 0 or self.n_step < 1 or self.wait_s < 0:
             raise ValueError("sample_request: need batch_size >= 0, n_step >= 1, wait_s >= 0")
 
@@ -253,14 +306,17 @@ class WeightsSchedule(Message):
 
 @dataclass(**_FROZEN)
 class ControlRequest(Message):
-    """Live settings: op "get" (settings: ignored, may be empty) or "set" (name -> new value)."""
+    """Live settings: op "get" (settings: ignored, may be empty) or "set" (name -> new value).
+    token: the learner's control token (CONTROL_TOKEN_FILE); "set" is refused without it."""
     KIND: ClassVar[str] = "control_request"
     OPS: ClassVar[tuple[str, ...]] = ("get", "set")
     request_id: int = _f("int")
     op: str = _f("str")
     settings: dict = _f("dict")
+    token: str = _f("str")
 
     def validate(self) -> None:
+        super().validate()
         if self.op not in self.OPS:
             raise ValueError(f"control_request: op must be one of {self.OPS}, got {self.op!r}")
 

@@ -19,6 +19,7 @@ from typing import Iterator
 import zmq
 
 from tempest_common.messages import Message
+from tempest_common.socket_limits import limit_message_size
 from tempest_common.wire import MessageError, decode, encode
 
 
@@ -45,8 +46,10 @@ def split_reason(text: str, default: str = "error") -> tuple[str, str]:
 class RequestClient:
     def __init__(self, url: str, expect: type | tuple[type, ...], context: zmq.Context | None = None, *,
                  peer: str = "peer", error: type[RequestError] = RequestError,
-                 timeout: type[RequestTimeout] = RequestTimeout, hwm: int | None = None, copy: bool = True):
-        """`expect`: the reply class(es); `copy=False` decodes large replies in ZeroMQ's own buffer."""
+                 timeout: type[RequestTimeout] = RequestTimeout, hwm: int | None = None, copy: bool = True,
+                 max_bytes: int | None = None):
+        """`expect`: the reply class(es); `copy=False` decodes large replies in ZeroMQ's own buffer;
+        `max_bytes`: the largest reply taken (a larger one cuts the connection, socket_limits.py)."""
         self.url, self.peer = url, peer
         self._expect, self._error, self._timeout, self._copy = expect, error, timeout, copy
         self.sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
@@ -54,6 +57,8 @@ class RequestClient:
         if hwm is not None:
             self.sock.setsockopt(zmq.SNDHWM, hwm)
             self.sock.setsockopt(zmq.RCVHWM, hwm)
+        if max_bytes is not None:
+            limit_message_size(self.sock, max_bytes)
         self.sock.connect(url)
         self._poller = zmq.Poller()  # reused: Socket.poll builds a new Poller on every call
         self._poller.register(self.sock, zmq.POLLIN)

@@ -34,21 +34,22 @@ def procfile(run: Path, p: dict[str, int]) -> str:
     redis = shutil.which("redis-server") or "/usr/bin/redis-server"
     prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
     tcp = lambda name: f"tcp://127.0.0.1:{p[name]}"  # noqa: E731
+    # every service binds loopback under `make up`: ZeroMQ (tcp above) and /metrics (METRICS_ADDR)
     py = f"{PY} -m"
     worker_env = (f"REPLAY_ADDR={tcp('replay_pull')} LEARNER_EPISODES_ADDR={tcp('episodes')} "
                   f"EXPERT_ADDR={tcp('expert_zmq')} WEIGHTS_ADDR={tcp('weights')}")
     lines = {
         # honcho gives the first process type PORT=base, base+1, ... for its instances
-        "emulator": f"exec env METRICS_PORT=$PORT WORKER_ID=emulator-$PORT EMULATOR_WORKDIR={run}/mame/$PORT "
+        "emulator": f"exec env METRICS_ADDR=127.0.0.1 METRICS_PORT=$PORT WORKER_ID=emulator-$PORT EMULATOR_WORKDIR={run}/mame/$PORT "
                     f"{worker_env} {py} services.emulator.main",
         "redis": f"exec {redis} --port {p['redis']} --bind 127.0.0.1 --dir {run}/redis --appendonly yes "
                  f"--maxmemory {os.environ.get('REDIS_MAXMEMORY', '4gb')} --maxmemory-policy noeviction --save ''",
         "prometheus": f"exec {prometheus} --config.file={run}/prometheus.yml --storage.tsdb.path={run}/prometheus "
                       f"--web.listen-address=127.0.0.1:{p['prometheus']}",
-        "replay": f"exec env METRICS_PORT={p['replay']} REDIS_URL=redis://127.0.0.1:{p['redis']}/0 "
+        "replay": f"exec env METRICS_ADDR=127.0.0.1 METRICS_PORT={p['replay']} REDIS_URL=redis://127.0.0.1:{p['redis']}/0 "
                   f"REPLAY_PULL_BIND={tcp('replay_pull')} REPLAY_BIND={tcp('replay_zmq')} {py} services.replay.main",
-        "expert": f"exec env METRICS_PORT={p['expert']} EXPERT_BIND={tcp('expert_zmq')} {py} services.expert.main",
-        "learner": f"exec env METRICS_PORT={p['learner']} CHECKPOINT_DIR={run}/checkpoints "
+        "expert": f"exec env METRICS_ADDR=127.0.0.1 METRICS_PORT={p['expert']} EXPERT_BIND={tcp('expert_zmq')} {py} services.expert.main",
+        "learner": f"exec env METRICS_ADDR=127.0.0.1 METRICS_PORT={p['learner']} CHECKPOINT_DIR={run}/checkpoints "
                    f"REPLAY_ADDR={tcp('replay_zmq')} LEARNER_EPISODES_BIND={tcp('episodes')} "
                    f"WEIGHTS_BIND={tcp('weights')} CONTROL_BIND={tcp('control')} {py} services.learner.main",
     }
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     prom = f"http://127.0.0.1:{p['prometheus']}"
     print(f"""Tempest local stack: {args.emulators} emulator worker(s), TEMPEST_ROMPATH={os.environ.get('TEMPEST_ROMPATH', '(unset)')}
   Prometheus      {prom}   alerts: {prom}/alerts
-  learner metrics http://127.0.0.1:{p['learner']}/metrics   live settings: python -m services.learner.ctl --addr tcp://127.0.0.1:{p['control']} get
+  learner metrics http://127.0.0.1:{p['learner']}/metrics   live settings: python -m services.learner.ctl --addr tcp://127.0.0.1:{p['control']} --token-file {run}/checkpoints/control-token get
   replay metrics  http://127.0.0.1:{p['replay']}/metrics   expert: http://127.0.0.1:{p['expert']}/metrics
   workers         {', '.join(f'http://{t}/metrics' for t in targets) or '(none)'}
   Redis           127.0.0.1:{p['redis']} (append-only files in {run}/redis)

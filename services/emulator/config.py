@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass
 
 from tempest_common.config import load_config, setting
+from tempest_common.messages import MAX_BATCH_ROWS
 
 _DEFAULT_ID = f"{socket.gethostname()}-{os.getpid()}"
 
@@ -38,7 +39,8 @@ class EmulatorConfig:
                                        "(random until weights arrive)")
     expert_backoff_s: float = setting("EXPERT_BACKOFF_S", 2.0, min=0.0, max=600.0,
                                       help="after an expert timeout, leave the expert's turns to the network this long")
-    transition_batch: int = setting("TRANSITION_BATCH", 64, min=1, max=65536, help="records per transition batch")
+    transition_batch: int = setting("TRANSITION_BATCH", 64, min=1, max=MAX_BATCH_ROWS,
+                                    help="records per transition batch (at most what the replay takes)")
     state_dtype: str = setting("STATE_DTYPE", "float16", choices=("float16", "float32"), help="state dtype on the wire")
     send_hwm: int = setting("SEND_HWM", 1000, min=1, max=1_000_000,
                             help="messages buffered per peer while it is away; beyond that they are dropped and counted")

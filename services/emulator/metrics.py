@@ -28,6 +28,10 @@ class WorkerMetrics:
                                ["peer"], **r)
         self.malformed = Counter("tempest_messages_malformed", "Malformed or wrong-version messages received",
                                  ["peer", "reason"], **r)
+        self.connections_dropped = Counter(
+            "tempest_connections_dropped", "Connections ZeroMQ cut on a receiving socket (an oversized message, "
+            "or a peer that left)", ["socket"], **r)
+        self.connections_dropped.labels(socket="weights")
         self.actions = Counter("tempest_emulator_actions", "Decisions by who made them", ["actor"], **r)
         self.expert_timeouts = Counter("tempest_expert_timeouts", "Expert requests that got no reply in time", **r)
         self.weights_version = Gauge("tempest_emulator_weights_version", "Version of the network weights in use", **r)

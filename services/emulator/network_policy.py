@@ -5,6 +5,11 @@ each new version rebuilds the network on the CPU (one thread: the worker shares 
 MAME) and carries the learner's schedule (expert ratio, epsilon, evaluation share and epsilon).
 Acting costs a GameState decode, a state-vector encode and one forward pass on the tick's
 critical path (see the README for the measured cost).
+
+Weights are checked before they play: a message over WEIGHTS_MAX_BYTES never arrives (ZeroMQ
+cuts the connection: tempest_connections_dropped_total{socket="weights"}), and weights that do
+not form a network of this state size and action count, or hold NaN/inf, are refused and counted
+(tempest_malformed_messages_total{peer="learner"}): the worker keeps its current network.
 """
 from __future__ import annotations
 
@@ -14,15 +19,20 @@ import numpy as np
 import torch
 import zmq
 
+from tempest_common.actions import NUM_ACTIONS
 from tempest_common.game_state import decode_ram
 from tempest_common.messages import WeightsSchedule
 from tempest_common.network import network_from_state_dict
-from tempest_common.state_vector import encode_state
+from tempest_common.socket_limits import limit_message_size, watch_dropped_connections
+from tempest_common.state_vector import STATE_SIZE, encode_state
 from tempest_common.wire import MessageError, decode
 
 from .metrics import WorkerMetrics
 
 log = logging.getLogger("emulator.network")
+# The largest weights message a worker takes: 64M float32 parameters (the default network has
+# ~0.5M); anything larger cuts the connection rather than being assembled in memory.
+WEIGHTS_MAX_BYTES = 256 * 1024 * 1024
 
 
 class NetworkPolicy:
@@ -34,6 +44,8 @@ class NetworkPolicy:
             self.sock.setsockopt(zmq.CONFLATE, 1)
             self.sock.setsockopt(zmq.LINGER, 0)
             self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+            limit_message_size(self.sock, WEIGHTS_MAX_BYTES)
+            watch_dropped_connections(self.sock, metrics.connections_dropped.labels(socket="weights").inc, "weights")
             self.sock.connect(addr)
         self.net: torch.nn.Module | None = None
         self.version = 0
@@ -54,6 +66,13 @@ class NetworkPolicy:
         try:
             msg = decode(payload, expect=WeightsSchedule)
             net = network_from_state_dict(msg.weights)
+            if (net.state_dim, net.num_actions) != (STATE_SIZE, NUM_ACTIONS):
+                raise ValueError(f"a network for {net.state_dim} inputs and {net.num_actions} actions, "
+                                 f"not {STATE_SIZE} and {NUM_ACTIONS}")
+            if not all(np.isfinite(w).all() for w in msg.weights.values()):
+                self.metrics.malformed.labels(peer="learner", reason="nonfinite").inc()
+                log.warning("ignored weights version %d holding NaN/inf", msg.version)
+                return None
         except MessageError as exc:
             self.metrics.malformed.labels(peer="learner", reason=exc.reason).inc()
             log.warning("ignored malformed weights: %s", exc)

@@ -3,8 +3,14 @@ the performance figures, all from what the workers report.
 
 Global frames: every worker's heartbeat carries its own frame counter; the bookkeeper adds the
 increase since that worker's previous heartbeat (a counter that went down means the worker
-restarted, and its new value counts in full).  Episode summaries count episodes and feed the
-performance windows:
+restarted, and its new value counts in full).  An increase over MAX_FRAMES_PER_HEARTBEAT is not
+believed: it counts nothing, and its value becomes that worker's baseline (a forged or corrupt
+counter then costs at most one restart's worth of frames; a fresh run's first heartbeat from a
+long-running worker counts nothing, rightly).  At most MAX_WORKERS worker ids are remembered (the
+least recently heard is forgotten first), each by at most MAX_WORKER_KEY characters (a longer id
+is kept as its head and a hash), so random or huge ids cannot grow the books without bound.
+Episode summaries count episodes and feed the performance windows (each at most
+MAX_WINDOW_RECORDS entries):
   - an evaluation game (episodes flagged `evaluation`, same stream and game id) ends with the
     life whose summary says game_over; its score is the game's BCD score then;
   - DQN1M / DQN5M: mean evaluation-game score over the last 1M / 5M global frames;
@@ -21,15 +27,23 @@ setting.  state_dict() / load_state_dict() carry all of it through checkpoints.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from tempest_common.messages import EpisodeSummary, Heartbeat
+from tempest_common.messages import MAX_COUNTER, EpisodeSummary, Heartbeat
 
 WINDOWS = {"1M": 1_000_000, "5M": 5_000_000}
 REWARD_SLOPE_EPISODES = 20
+# A worker decides ~1,000 ticks a second and heartbeats every HEARTBEAT_S (1 s; at most 60 s):
+# a million frames between two heartbeats is many times anything real.
+MAX_FRAMES_PER_HEARTBEAT = 1_000_000
+MAX_WORKERS = 10_000
+MAX_WORKER_KEY = 64     # real worker ids are "emulator-5600" or "host-pid"
+# An evaluation life is hundreds of frames at least: 5M frames hold ~10,000 lives.
+MAX_WINDOW_RECORDS = 100_000
 
 
 @dataclass(frozen=True)
@@ -56,19 +70,25 @@ class Bookkeeper:
         self.global_frames = 0
         self.episodes = 0
         self._worker_frames: dict[str, int] = {}
-        self._eval_games: deque[tuple[int, float]] = deque()   # (global frame at end, game score)
-        self._eval_lives: deque[tuple[int, float]] = deque()   # (global frame at end, points in the life)
+        # (global frame at end, game score) / (global frame at end, points in the life)
+        self._eval_games: deque[tuple[int, float]] = deque(maxlen=MAX_WINDOW_RECORDS)
+        self._eval_lives: deque[tuple[int, float]] = deque(maxlen=MAX_WINDOW_RECORDS)
         self._rewards: deque[float] = deque(maxlen=REWARD_SLOPE_EPISODES)
         self.last_eval_score: float | None = None
 
     # -- input ----------------------------------------------------------------------------------
-    def on_heartbeat(self, hb: Heartbeat) -> int:
-        """Returns the frames this heartbeat added."""
-        last = self._worker_frames.get(hb.worker_id, 0)
+    def on_heartbeat(self, hb: Heartbeat) -> int | None:
+        """The frames this heartbeat added; None when its increase was implausible (it added none)."""
+        worker = worker_key(hb.worker_id)
+        last = self._worker_frames.pop(worker, 0)   # re-inserted last: most recently heard
         delta = hb.frames_total - last if hb.frames_total >= last else hb.frames_total
-        self._worker_frames[hb.worker_id] = hb.frames_total
-        self.global_frames += max(0, delta)
-        return max(0, delta)
+        self._worker_frames[worker] = hb.frames_total
+        if len(self._worker_frames) > MAX_WORKERS:
+            del self._worker_frames[next(iter(self._worker_frames))]
+        if not 0 <= delta <= MAX_FRAMES_PER_HEARTBEAT:
+            return None
+        self.global_frames += delta
+        return delta
 
     def on_episode(self, ep: EpisodeSummary) -> None:
         self.episodes += 1
@@ -126,10 +146,28 @@ class Bookkeeper:
                 "last_eval_score": self.last_eval_score}
 
     def load_state_dict(self, state: dict) -> None:
-        self.global_frames = int(state["global_frames"])
-        self.episodes = int(state["episodes"])
-        self._worker_frames = {str(k): int(v) for k, v in state["worker_frames"].items()}
-        self._eval_games = deque((int(f), float(s)) for f, s in state["eval_games"])
-        self._eval_lives = deque((int(f), float(s)) for f, s in state.get("eval_lives", ()))  # older checkpoints: none
+        """ValueError (naming the value) when a counter is beyond 2^53: such books are corrupt (a
+        forged heartbeat once put 2^64 here), and carrying on would crash or mislead the run."""
+        self.global_frames = _counter(state["global_frames"], "global_frames")
+        self.episodes = _counter(state["episodes"], "episodes")
+        self._worker_frames = {str(k): _counter(v, f"worker_frames[{k!r}]")
+                               for k, v in state["worker_frames"].items()}
+        self._eval_games = deque(((int(f), float(s)) for f, s in state["eval_games"]), maxlen=MAX_WINDOW_RECORDS)
+        self._eval_lives = deque(((int(f), float(s)) for f, s in state.get("eval_lives", ())),  # older: none
+                                 maxlen=MAX_WINDOW_RECORDS)
         self._rewards = deque((float(r) for r in state["rewards"]), maxlen=REWARD_SLOPE_EPISODES)
         self.last_eval_score = state.get("last_eval_score")
+
+
+def worker_key(worker_id: str) -> str:
+    """`worker_id`, or for one longer than MAX_WORKER_KEY its head and a hash of the whole."""
+    if len(worker_id) <= MAX_WORKER_KEY:
+        return worker_id
+    digest = hashlib.sha256(worker_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{worker_id[:MAX_WORKER_KEY - 18]}~{digest}"
+
+
+def _counter(value, name: str) -> int:
+    if not 0 <= int(value) <= MAX_COUNTER:
+        raise ValueError(f"{name}={int(value)} is outside 0..2^53")
+    return int(value)

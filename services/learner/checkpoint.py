@@ -7,8 +7,10 @@ frame count crosses each multiple of CHECKPOINT_EVERY_FRAMES and never deleted, 
 at 250k, 500k, ... frames can be evaluated or compared later.  Retention only ever touches
 rolling checkpoints.
 
-A run resumes only from a checkpoint whose online network has the configured shape
-(load_for_resume); any other, or a file that cannot be read, is refused with one line saying so.
+A run resumes only from a checkpoint whose online network has the configured shape and whose
+counters are possible (0..2^53: a forged heartbeat once checkpointed a frame count past 2^64, and
+every resumed learner crashed on it); any other, or a file that cannot be read, is refused with
+one line saying so (load_for_resume).
 
 Loaded with torch.load(weights_only=True): a checkpoint holds tensors and plain Python values
 only, so loading one never runs code from it.
@@ -21,7 +23,10 @@ from pathlib import Path
 
 import torch
 
+from tempest_common.messages import MAX_COUNTER
 from tempest_common.network import shape_from_state_dict
+
+from .bookkeeper import Bookkeeper
 
 PREFIX = "checkpoint-"
 MARK_PREFIX = "mark-"
@@ -100,4 +105,17 @@ def load_for_resume(path: str | os.PathLike, device: str, shape: Shape) -> dict:
     if found != shape:
         raise Unresumable(f"{path} does not fit this network (checkpoint: {_describe(found)}; "
                           f"configured: {_describe(shape)}): {advice}")
+    try:
+        check_counters(state)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise Unresumable(f"{path} holds impossible counters ({exc}): {advice}") from None
     return state
+
+
+def check_counters(state: dict) -> None:
+    """ValueError naming the first counter of `state` (a checkpoint_dict()) outside 0..2^53."""
+    if "bookkeeper" in state:
+        Bookkeeper().load_state_dict(state["bookkeeper"])
+    for name, value in state.get("counters", {}).items():
+        if not 0 <= int(value) <= MAX_COUNTER:
+            raise ValueError(f"{name}={int(value)} is outside 0..2^53")

@@ -3,26 +3,37 @@
     python -m services.learner.ctl get                 # every setting
     python -m services.learner.ctl get lr tau          # some
     python -m services.learner.ctl set lr=0.0005 n_step=3
-    (--addr tcp://HOST:5559, default $CONTROL_ADDR or tcp://127.0.0.1:5559)
-Values are validated by the learner.  A refused change prints "refused: <why>", a learner that
-does not answer "no reply from the learner ..."; both exit 1.
+    (--addr tcp://HOST:5559, default $CONTROL_ADDR or tcp://127.0.0.1:5559;
+     --token-file PATH, default $CONTROL_TOKEN_FILE or $CHECKPOINT_DIR/control-token)
+"set" carries the learner's control token, read from the token file the learner wrote at start;
+"get" needs none.  Values are validated by the learner.  A refused change prints "refused: <why>"
+("refused: unauthorized: ..." with a wrong token), a learner that does not answer "no reply from
+the learner ...", a missing token file one line naming it; all exit 1.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from .control import ControlClient, ControlError, ControlTimeout
+from .control import ControlClient, ControlError, ControlTimeout, control_token_path, read_control_token
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m services.learner.ctl", description="learner live settings")
     ap.add_argument("--addr", default=os.environ.get("CONTROL_ADDR", "tcp://127.0.0.1:5559"))
+    ap.add_argument("--token-file", default=str(control_token_path()),
+                    help="the learner's control token (default: %(default)s)")
     ap.add_argument("op", choices=("get", "set"))
     ap.add_argument("items", nargs="*", help="names (get) or name=value pairs (set)")
     args = ap.parse_args(argv)
-    client = ControlClient(args.addr)
+    token = read_control_token(Path(args.token_file))
+    if args.op == "set" and not token:
+        print(f"no control token in {args.token_file}: the learner writes it at start; pass --token-file "
+              "or set CONTROL_TOKEN_FILE (or CHECKPOINT_DIR) as the learner has it", file=sys.stderr)
+        return 1
+    client = ControlClient(args.addr, token=token)
     try:
         if args.op == "get":
             settings = client.get()

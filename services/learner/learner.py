@@ -10,6 +10,11 @@ CHECKPOINT_EVERY_S and on stop, and a checkpoint mark each time the global frame
 multiple of CHECKPOINT_EVERY_FRAMES.  A settings change that alters the samples marks the
 requests out under the old settings stale: their replies are dropped when they come, never
 waited for.  The maths is in dqn.py.
+
+Input is not trusted to be sane: each sample reply's rows are screened before training (bad ones
+go back at the floor priority: sample_check.py), heartbeats that jump implausibly count nothing
+(bookkeeper.py), control "set" needs the token (control.py), the inbox and control sockets cut
+connections that send oversized messages; every refusal is counted by reason and the loop goes on.
 """
 from __future__ import annotations
 
@@ -27,16 +32,19 @@ import zmq
 
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.config import ConfigError
+from tempest_common.limited_log import LimitedLog
 from tempest_common.messages import ACTOR_EXPERT, EpisodeSummary, Heartbeat, SampleReply, WeightsSchedule
 from tempest_common.network import DuelingQNetwork
+from tempest_common.socket_limits import SMALL_MESSAGE_BYTES, limit_message_size, watch_dropped_connections
 from tempest_common.wire import MessageError, decode, encode
 
 from ..replay.client import ReplayClient, ReplayError, ReplayRefused
 from . import checkpoint, schedules
 from .bookkeeper import WINDOWS, Bookkeeper
-from .control import ControlServer
+from .control import ControlServer, control_token_path, ensure_control_token
 from .dqn import Batch, hard_update, soft_update, train_step
 from .metrics import LearnerMetrics
+from .sample_check import screen_sample
 from .settings import LearnerConfig, LiveSettings, apply_changes
 
 log = logging.getLogger("learner")
@@ -44,6 +52,7 @@ PRIORITY_EPS = 1e-3
 POLL_S = 0.1               # the longest a turn sleeps in poll: how late stop() may be noticed
 REPLAY_TIMEOUT_S = 30.0    # a sample request unanswered this long: the replay is gone or restarted
 REFUSED_WAIT_S, TIMEOUT_WAIT_S = 0.5, 1.0
+PEER_QUEUE = 100           # messages one peer may have waiting on the inbox or the control socket
 SAMPLE_SETTINGS = ("batch_size", "n_step", "gamma", "prioritized", "per_beta", "per_beta_end", "per_beta_frames")
 
 
@@ -72,15 +81,33 @@ class Learner:
         self.last_mark = 0  # global frames of the latest checkpoint mark written
         self.run_id = cfg.run_id or uuid.uuid4().hex[:12]
         ctx = context or zmq.Context.instance()
-        self.replay = ReplayClient(cfg.replay_addr, ctx)
+        self.replay = ReplayClient(cfg.replay_addr, ctx, state_dim=cfg.state_dim)   # replies sized to the state
+        watch_dropped_connections(self.replay.sock, self.metrics.connections_dropped.labels(socket="replay").inc,
+                                  "replay")
+        self._hostile = LimitedLog(log)   # one line per kind of refused input per 10 s
         self.inbox = ctx.socket(zmq.PULL)
+        limit_message_size(self.inbox, SMALL_MESSAGE_BYTES)  # summaries and heartbeats are < 1 KiB
+        # a worker sends a heartbeat a second and a summary per life: 100 queued per worker is
+        # ample between two turns, and bounds what one flooding peer can park in memory (6.4 MB)
+        self.inbox.setsockopt(zmq.RCVHWM, PEER_QUEUE)
         self.inbox.bind(cfg.episodes_bind)
+        watch_dropped_connections(self.inbox, self.metrics.connections_dropped.labels(socket="inbox").inc, "inbox")
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 2)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(cfg.weights_bind)
-        self.control = ControlServer(cfg.control_bind, self.settings_dict, self.change_settings,
-                                     lambda reason: self.metrics.malformed.labels(reason=reason).inc(), ctx)
+        self.token_path = control_token_path({"CONTROL_TOKEN_FILE": cfg.control_token_file,
+                                              "CHECKPOINT_DIR": cfg.checkpoint_dir})
+        try:
+            token = ensure_control_token(self.token_path)
+        except OSError as exc:
+            raise ConfigError(f"CONTROL_TOKEN_FILE: cannot write the control token to {self.token_path}: "
+                              f"{exc.strerror or exc}") from None
+        self.control = ControlServer(
+            cfg.control_bind, self.settings_dict, self.change_settings,
+            lambda reason: self.metrics.malformed.labels(reason=reason).inc(), ctx, token=token,
+            on_refused=lambda reason: self.metrics.control_refused.labels(reason=reason).inc(),
+            on_dropped_connection=self.metrics.connections_dropped.labels(socket="control").inc)
         self._poller = zmq.Poller()
         for sock in (self.control.sock, self.inbox, self.replay.sock):
             self._poller.register(sock, zmq.POLLIN)
@@ -147,8 +174,8 @@ class Learner:
         self._stop.set()
 
     def run(self) -> None:
-        log.info("learner %s on %s: %d parameters, replay %s", self.run_id, self.device,
-                 self.online.param_count(), self.cfg.replay_addr)
+        log.info("learner %s on %s: %d parameters, replay %s; control token in %s", self.run_id, self.device,
+                 self.online.param_count(), self.cfg.replay_addr, self.token_path)
         self.publish()
         self._export_books()
         try:
@@ -202,10 +229,13 @@ class Learner:
                 msg = decode(payload, expect=(EpisodeSummary, Heartbeat))
             except MessageError as exc:
                 self.metrics.malformed.labels(reason=exc.reason).inc()
-                log.warning("dropped a malformed worker message: %s", exc)
+                self._hostile.warning(f"malformed_{exc.reason}", "dropped a malformed worker message: %.300s", exc)
                 continue
             if isinstance(msg, Heartbeat):
-                self.books.on_heartbeat(msg)
+                if self.books.on_heartbeat(msg) is None:
+                    self.metrics.rejected_messages.labels(reason="implausible_frames").inc()
+                    self._hostile.warning("implausible_frames", "heartbeat of worker %.40r jumps to %d frames: "
+                                          "counted 0, taken as its new baseline", msg.worker_id, msg.frames_total)
             else:
                 self.books.on_episode(msg)
                 self.metrics.episodes.inc()
@@ -246,13 +276,33 @@ class Learner:
         try:
             for reply in self.replay.arrived():  # only replies to requests still out: the replay
                 del self._sent[reply.request_id]  # client drops priority acks and stale replies
-                self._arrived[reply.request_id] = self.replay.check(reply)
+                fit = self._screen(self.replay.check(reply))
+                if fit is not None:
+                    self._arrived[reply.request_id] = fit
         except ReplayError as exc:
             self._drop_requests()
-            refused = isinstance(exc, ReplayRefused) and exc.reason in ("too_small", "rate_limited")
+            refused = isinstance(exc, ReplayRefused) and exc.reason in ("too_small", "rate_limited", "busy")
             if not refused:
                 log.error("replay refused a sample: %s", exc)
             self._hold(REFUSED_WAIT_S, f"replay_{exc.reason}" if refused else "replay_error")
+
+    def _screen(self, reply: SampleReply) -> SampleReply | None:
+        """The rows of `reply` fit to train on (None: none are); the bad ones go back to the replay at
+        the floor priority, so they stop being drawn (sample_check.py says which are bad and why)."""
+        if reply.state.shape[1] != self.cfg.state_dim:  # the replay's STATE_DIM is not ours: no row is wrong
+            self.metrics.rejected_messages.labels(reason="wrong_state_dim").inc()
+            self._hostile.error("wrong_state_dim", "replay sample of state dim %d, STATE_DIM is %d: dropped",
+                                reply.state.shape[1], self.cfg.state_dim)
+            return None
+        screened = screen_sample(reply)
+        if screened.rejected:
+            bad = screened.bad_index
+            self.replay.send_priorities(bad, np.full(len(bad), PRIORITY_EPS, np.float32), await_ack=False)
+            for reason, rows in screened.rejected.items():
+                self.metrics.rejected_rows.labels(reason=reason).inc(rows)
+            self._hostile.warning("bad_rows", "%d bad sampled row(s) (%s) not trained on, sent back at the floor "
+                                  "priority", len(bad), ", ".join(f"{k}: {n}" for k, n in screened.rejected.items()))
+        return screened.kept
 
     def _check_replay_timeout(self) -> None:
         if self._sent and time.monotonic() - next(iter(self._sent.values())) > REPLAY_TIMEOUT_S:

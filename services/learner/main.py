@@ -1,7 +1,8 @@
 """Learner entry point: config, resume from the latest checkpoint, metrics, signals, run.  (Wiring only.)
 
-A configuration error or a checkpoint that cannot be resumed (unreadable, or a network of another
-shape) stops it with one line on stderr and exit status 2."""
+A configuration error (a token file that cannot be written among them) or a checkpoint that cannot
+be resumed (unreadable, a network of another shape, counters outside 0..2^53) stops it with one
+line on stderr and exit status 2."""
 from __future__ import annotations
 
 import dataclasses

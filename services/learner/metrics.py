@@ -8,7 +8,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from tempest_common.wire import REASONS
 
 from .bookkeeper import WINDOWS
+from .control import ControlServer
+from .sample_check import REJECT_REASONS
 from .settings import LiveSettings
+
+REJECTED_MESSAGE_REASONS = ("implausible_frames", "wrong_state_dim")
+RECEIVING_SOCKETS = ("inbox", "control", "replay")
 
 
 class LearnerMetrics:
@@ -55,6 +60,17 @@ class LearnerMetrics:
         self.checkpoints = Counter("tempest_learner_checkpoints", "Checkpoints written (rolling and frame marks)", **r)
         self.setting = g("tempest_learner_setting", "Live settings in force (booleans as 0/1)", "name")
         self.setting_changes = Counter("tempest_learner_setting_changes", "Live setting changes applied", **r)
+        # hostile or broken input, each counted by why it was refused; the learner carries on
+        self.rejected_rows = Counter("tempest_learner_rejected_rows",
+                                     "Sampled rows not trained on, sent back at the floor priority", ["reason"], **r)
+        self.rejected_messages = Counter("tempest_learner_rejected_messages",
+                                         "Decodable messages not believed (heartbeat jumps, samples of another shape)",
+                                         ["reason"], **r)
+        self.control_refused = Counter("tempest_learner_control_refused", "Control requests refused", ["reason"], **r)
+        self.connections_dropped = Counter(
+            "tempest_learner_connections_dropped",
+            "Connections cut on a receiving socket (a message over its size limit, or a peer that left)",
+            ["socket"], **r)
         # Until the first step there is nothing to report: NaN compares false in every alert
         # (a 0 would read as "all gradients clipped" or a collapsed Q range).
         for gauge in (self.q_min, self.q_max, self.q_mean, self.loss, self.grad_norm):
@@ -64,8 +80,13 @@ class LearnerMetrics:
             for gauge in (self.reward_mean, self.life_reward_mean, self.evaluation_games, self.evaluation_lives):
                 gauge.labels(window=w)
         self.reward_slope.labels(window="5M")
-        for reason in REASONS:
-            self.malformed.labels(reason=reason)
+        for counter, reasons in ((self.malformed, REASONS), (self.rejected_rows, REJECT_REASONS),
+                                 (self.rejected_messages, REJECTED_MESSAGE_REASONS),
+                                 (self.control_refused, ControlServer.REFUSE_REASONS)):
+            for reason in reasons:
+                counter.labels(reason=reason)
+        for socket in RECEIVING_SOCKETS:
+            self.connections_dropped.labels(socket=socket)
 
     def export_settings(self, s: LiveSettings) -> None:
         for f in dataclasses.fields(s):

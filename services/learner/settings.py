@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from tempest_common.config import ConfigError, check, load_config, parse, setting
 from tempest_common.state_vector import STATE_SIZE
 
+# Why these bounds: a sample reply of 2^16 rows of 200 float32 states is ~100 MB, and the learner
+# keeps 2 x GRADIENT_ACCUMULATION_STEPS of them in flight; a live `set batch_size=1000000000` must
+# not be able to ask the replay for (or the GPU to hold) more than that.
+MAX_BATCH_SIZE = 1 << 16
+MAX_ROWS_PER_STEP = 1 << 20     # batch_size x gradient_accumulation_steps
+
 
 @dataclass(frozen=True)
 class LearnerConfig:
@@ -32,6 +38,10 @@ class LearnerConfig:
     checkpoint_every_frames: int = setting(
         "CHECKPOINT_EVERY_FRAMES", 250_000, min=0, max=10**12,
         help="also keep a checkpoint mark-<frames>.pt at every multiple of this many global frames (0 = off)")
+    control_token_file: str = setting(
+        "CONTROL_TOKEN_FILE", "",
+        help="file with the secret a control 'set' must carry: kept if present, else written at start, mode 0600 "
+             "('' = CHECKPOINT_DIR/control-token)")
     resume: bool = setting("RESUME", True, help="resume from the newest rolling checkpoint-*.pt in CHECKPOINT_DIR")
     run_id: str = setting("RUN_ID", "", help="run name in checkpoints (default: new id, or the resumed run's)")
     seed: int = setting("SEED", -1, min=-1, max=2**31 - 1, help="torch seed (-1: random)")
@@ -64,7 +74,8 @@ class LiveSettings:
     training_steps_per_sample: float = setting(
         "TRAINING_STEPS_PER_SAMPLE", 8.0, min=0.0, max=1e6,
         help="pacing: transitions trained on per transition collected (0 = as fast as possible)")
-    batch_size: int = setting("BATCH_SIZE", 1024, min=1, max=1 << 20, help="rows per micro-batch")
+    batch_size: int = setting("BATCH_SIZE", 1024, min=1, max=MAX_BATCH_SIZE,
+                              help="rows per micro-batch (BATCH_SIZE x GRADIENT_ACCUMULATION_STEPS <= 1048576)")
     max_grad_norm: float = setting("MAX_GRAD_NORM", 5.0, min=0.0, max=1e6, help="global L2 clip (0 = off)")
     clamp_targets: bool = setting("CLAMP_TARGETS", False, help="clamp TD targets (emergency brake)")
     target_clamp_value: float = setting("TARGET_CLAMP_VALUE", 50.0, min=0.0, max=1e9, help="|target| limit")
@@ -102,7 +113,7 @@ class LiveSettings:
 
 
 def load_live_settings(environ=None) -> LiveSettings:
-    return load_config(LiveSettings, environ)
+    return check_live(load_config(LiveSettings, environ))
 
 
 def load_learner_config(environ=None) -> LearnerConfig:
@@ -131,7 +142,17 @@ def apply_changes(current: LiveSettings, changes: dict) -> LiveSettings:
         elif not isinstance(value, meta["type"]) or (meta["type"] is int and isinstance(value, bool)):
             raise ConfigError(f"{name}={value!r} has the wrong type: expected {meta['type'].__name__}")
         updates[name] = check(meta, value, name, shown=shown)
-    new = dataclasses.replace(current, **updates)
-    if new.lr_schedule == "cosine" and new.lr_min > new.lr:
-        raise ConfigError(f"lr_min={new.lr_min} must not exceed lr={new.lr}")
-    return new
+    return check_live(dataclasses.replace(current, **updates))
+
+
+def check_live(s: LiveSettings) -> LiveSettings:
+    """`s` if its settings fit together (the checks one setting's range cannot make); ConfigError
+    otherwise.  Both at start and on every live change."""
+    if s.lr_schedule == "cosine" and s.lr_min > s.lr:
+        raise ConfigError(f"lr_min={s.lr_min} must not exceed lr={s.lr}")
+    rows = s.batch_size * s.gradient_accumulation_steps
+    if rows > MAX_ROWS_PER_STEP:
+        raise ConfigError(f"batch_size x gradient_accumulation_steps = {s.batch_size} x "
+                          f"{s.gradient_accumulation_steps} = {rows} rows per optimizer step: "
+                          f"at most {MAX_ROWS_PER_STEP}")
+    return s

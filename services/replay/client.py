@@ -8,8 +8,8 @@
 in flight while it trains on the current one; a learner that polls `sock` itself reads replies
 with `arrived()` and checks each with `check()`.  Transition batches go to the replay's PULL
 address with `TransitionSender`.  A refusal raises `ReplayRefused` with its reason ("too_small",
-"rate_limited", "bad_request", or a wire reason); a malformed reply `ReplayError`; no reply in
-time `ReplayTimeout`.
+"rate_limited", "bad_request", "busy": try again later, "too_large": a priority update over 2^20
+rows, or a wire reason); a malformed reply `ReplayError`; no reply in time `ReplayTimeout`.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import zmq
 from tempest_common.messages import Ack, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
 from tempest_common.request_client import RequestClient, RequestError, RequestTimeout, split_reason
 from tempest_common.wire import encode
+
+from .limits import largest_sample_reply_bytes
 
 
 class ReplayError(RequestError):
@@ -36,12 +38,16 @@ class ReplayTimeout(RequestTimeout):
 
 
 class ReplayClient:
-    def __init__(self, url: str, context: zmq.Context | None = None, timeout_s: float = 30.0):
+    def __init__(self, url: str, context: zmq.Context | None = None, timeout_s: float = 30.0,
+                 state_dim: int | None = None):
+        """state_dim: when given, a reply larger than the largest legitimate sample at this state
+        size cuts the connection instead of being taken in (socket_limits.py)."""
         self.url = url
         self.timeout_s = timeout_s
         # copy=False: a sample reply is ~13 MB, decoded in ZeroMQ's buffer rather than copied out first
         self._rpc = RequestClient(url, (SampleReply, Ack), context, peer="replay", error=ReplayError,
-                                  timeout=ReplayTimeout, copy=False)
+                                  timeout=ReplayTimeout, copy=False,
+                                  max_bytes=None if state_dim is None else largest_sample_reply_bytes(state_dim))
         self.sock = self._rpc.sock
 
     def send_sample(self, batch_size: int, n_step: int, gamma: float, prioritized: bool = True,

@@ -30,6 +30,9 @@ class ReplayConfig:
                                        help="chunks buffered while Redis is unreachable; beyond that they are lost and counted")
     priority_snapshot_s: float = setting("PRIORITY_SNAPSHOT_S", 60.0, min=0.0, max=86_400.0,
                                          help="seconds between priority snapshots to Redis (0 = only at stop)")
+    reply_bytes_budget: int = setting(
+        "REPLY_BYTES_BUDGET", 512 << 20, min=1 << 20, max=1 << 40,
+        help="bytes of sample replies ZeroMQ may hold unsent (peers not reading them); beyond: refused, busy")
     seed: int = setting("SEED", -1, min=-1, max=2**31 - 1, help="sampling RNG seed (-1: random)")
 
 

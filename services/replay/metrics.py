@@ -18,9 +18,19 @@ class ReplayMetrics:
         self.samples = Counter("tempest_replay_samples", "Samples served", **r)
         self.malformed = Counter("tempest_replay_malformed", "Malformed or wrong-version messages, by reason",
                                  ["reason"], **r)
-        self.refused = Counter("tempest_replay_refused", "Sample requests refused, by reason", ["reason"], **r)
+        self.refused = Counter("tempest_replay_refused", "Requests refused, by reason", ["reason"], **r)
         self.stale_priorities = Counter("tempest_replay_stale_priorities",
                                         "Priority updates for rows overwritten since sampling (ignored)", **r)
+        self.bad_priorities = Counter(
+            "tempest_replay_bad_priorities",
+            "Priority update rows ignored (bad_index, nonfinite, nonpositive) or set to the cap (clamped), by reason",
+            ["reason"], **r)
+        self.connections_dropped = Counter(
+            "tempest_replay_connections_dropped",
+            "Connections ZeroMQ cut, by socket: a message over the size limit, or a peer that left", ["socket"], **r)
+        self.reply_bytes_in_flight = Gauge("tempest_replay_reply_bytes_in_flight",
+                                           "Bytes of sample replies ZeroMQ has not finished sending", **r)
+        self.parked = Gauge("tempest_replay_parked_requests", "Sample requests waiting to be served", **r)
         self.priority_snapshots = Counter("tempest_replay_priority_snapshots",
                                           "Priority snapshots written to Redis", **r)
         self.priorities_restored = Gauge("tempest_replay_priorities_restored",
@@ -29,5 +39,9 @@ class ReplayMetrics:
                                         buckets=(1e-4, 1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.25, 1.0), **r)
         for reason in (*REASONS, "nonfinite"):
             self.malformed.labels(reason=reason)
-        for reason in ("too_small", "rate_limited", "bad_request"):
+        for reason in ("too_small", "rate_limited", "bad_request", "busy", "too_large"):
             self.refused.labels(reason=reason)
+        for reason in ("bad_index", "nonfinite", "nonpositive", "clamped"):
+            self.bad_priorities.labels(reason=reason)
+        for socket in ("pull", "router"):
+            self.connections_dropped.labels(socket=socket)

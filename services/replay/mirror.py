@@ -2,7 +2,8 @@
 
 Rows live in a ring of `capacity` slots; a row's global insertion sequence number `seq` fixes
 its slot (slot = seq % capacity) and is the sample index the learner sends back with new
-priorities (a stale index, whose slot was overwritten since, is ignored and counted).
+priorities (a stale index, whose slot was overwritten since, is ignored and counted; so are
+indices and priorities no sample could have produced).
 Streams interleave in the ring, so each row keeps a link to the next record of its stream;
 n-step windows follow those links and NStepReturns does the maths.  A successor is always newer
 than its predecessor, so the ring's oldest-first overwriting never leaves a live row pointing
@@ -16,6 +17,7 @@ import numpy as np
 
 from tempest_common.messages import TransitionBatch
 
+from .limits import PRIORITY_CAP
 from .nstep import NStepReturns
 from .sumtree import SumTree
 
@@ -30,6 +32,9 @@ class Sample:
     next_state: np.ndarray
     weight: np.ndarray
     actor: np.ndarray
+
+
+MAX_STREAMS = 4096   # streams whose last row is remembered for linking (workers: one stream each)
 
 
 class ReplayMirror:
@@ -89,10 +94,12 @@ class ReplayMirror:
         self.seq[rows] = np.arange(start, start + b, dtype=np.int64)
         self.next[slots[:-1]] = slots[1:]
         self.next[slots[-1]] = -1
-        last = self._stream_last.get(batch.stream_id)
+        last = self._stream_last.pop(batch.stream_id, None)   # re-inserted: the dict's order is recency
         if last is not None and self.seq[last[0]] == last[1]:
             self.next[last[0]] = slots[0]
         self._stream_last[batch.stream_id] = (int(slots[-1]), start + b - 1)
+        if len(self._stream_last) > MAX_STREAMS:   # made-up stream ids must not grow this without bound:
+            del self._stream_last[next(iter(self._stream_last))]   # the least recent stream's next batch starts anew
         # New rows get the new-row priority; bootstrap-only rows are never sample starts.
         self.tree.set(slots, np.where(batch.truncated, 0.0, self.new_priority() ** self.alpha))
         self.next_seq = max(self.next_seq, start + b)
@@ -167,19 +174,36 @@ class ReplayMirror:
         np.take(rows, boot, axis=0, out=out["next_state"].view(np.uint8), mode="clip")
         return Sample(**out)
 
-    def update_priorities(self, index: np.ndarray, priority: np.ndarray) -> int:
-        """Set priorities of sampled rows; returns how many were stale (slot reused) or invalid."""
-        index = np.asarray(index, np.int64)
-        priority = np.asarray(priority, np.float64)
-        slots = index % self.capacity
-        live = (self.seq[slots] == index) & np.isfinite(priority) & (priority >= 0) & ~self.truncated[slots]
-        if np.any(live):
-            p = priority[live]
+    def update_priorities(self, index: np.ndarray, priority: np.ndarray, cap: float = PRIORITY_CAP) -> dict[str, int]:
+        """Set priorities of sampled rows.  Rows no sample could have named, or whose priority
+        would corrupt the sum tree, are ignored; returns how many rows, by reason: "stale" (the
+        slot was overwritten since), "bad_index" (never a sample index: not issued yet, beyond
+        int64, or a bootstrap-only row), "nonfinite", "nonpositive" (a leaf of 0 would never be
+        drawn again); and "clamped": rows set to `cap` instead of their higher priority."""
+        index = np.asarray(index).astype(np.uint64)   # compared unsigned: 2**64-1 must not wrap to
+        priority = np.asarray(priority, np.float64)   # -1, the seq of an empty slot
+        issued = index < np.uint64(self.next_seq)
+        seq = np.where(issued, index, 0).astype(np.int64)
+        slots = seq % self.capacity
+        current = issued & (self.seq[slots] == seq)
+        sampleable = current & ~self.truncated[slots]
+        finite = np.isfinite(priority)
+        with np.errstate(invalid="ignore"):
+            positive = priority > 0
+        live = sampleable & finite & positive
+        p = priority[live]
+        ignored = {"stale": int(np.count_nonzero(issued & ~current)),
+                   "bad_index": int(np.count_nonzero(~issued | (current & ~sampleable))),
+                   "nonfinite": int(np.count_nonzero(sampleable & ~finite)),
+                   "nonpositive": int(np.count_nonzero(sampleable & finite & ~positive)),
+                   "clamped": int(np.count_nonzero(p > cap))}
+        if p.size:
+            p = np.minimum(p, cap)
             self.max_priority = max(self.max_priority, float(p.max()))
             self.priority_sum += float(p.sum())
             self.priority_count += len(p)
             self.tree.set(slots[live], p ** self.alpha)
-        return int(np.count_nonzero(~live))
+        return ignored
 
     def priority_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """(seq, leaf) of every row that can start a sample: its sequence number and its sum-tree

@@ -6,7 +6,7 @@ so a restart carries on where the last run stopped.  Sample requests name n and 
 n-step returns are built at sample time.  Requests beyond the samples-per-insert cap, or before
 the replay holds MIN_SIZE_TO_SAMPLE transitions, wait up to the request's wait_s, then are
 refused with a reason; the learner decides what to do.  Malformed messages are counted, never
-fatal.
+fatal, and so is every other reject (limits.py has the limits a peer cannot push past).
 """
 from __future__ import annotations
 
@@ -18,18 +18,21 @@ from dataclasses import replace
 import numpy as np
 import zmq
 
+from tempest_common.limited_log import LimitedLog
 from tempest_common.messages import Ack, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
+from tempest_common.socket_limits import limit_message_size, watch_dropped_connections
 from tempest_common.wire import MessageError, decode, encode
 
 from .config import ReplayConfig
 from .inplace import InPlace
+from .limits import (MAX_N_STEP, MAX_PARKED, MAX_PRIORITY_ROWS, MAX_SAMPLE_ROWS, MAX_WAIT_S, PRIORITY_CAP,
+                     ROUTER_RCVHWM, ROUTER_SNDHWM, RepliesInFlight, largest_priority_update_bytes,
+                     largest_transition_batch_bytes)
 from .metrics import ReplayMetrics
 from .mirror import ReplayMirror
 from .storage import ChunkStore
 
 log = logging.getLogger("replay.service")
-MAX_BATCH = 1 << 20
-MAX_N_STEP = 100
 
 
 class ReplayService:
@@ -44,12 +47,18 @@ class ReplayService:
         ctx = context or zmq.Context.instance()
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 10_000)
+        # ZeroMQ cuts the connection of a peer whose message is over the limit (never assembled)
+        limit_message_size(self.pull, largest_transition_batch_bytes(cfg.state_dim))
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
+        self.router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
+        limit_message_size(self.router, largest_priority_update_bytes())
         self.inserted_total = 0
         self.sampled_total = 0
         self._parked: list[tuple[float, list[bytes], SampleRequest]] = []
-        self._reply_buffers: list[tuple[np.ndarray, zmq.MessageTracker]] = []  # the last replies sent
+        self._replies = RepliesInFlight()
+        self._reject_log = LimitedLog(log)
         self.store.on_priorities_saved = self.metrics.priority_snapshots.inc
         self._stop = threading.Event()
         self._warned_dim = False
@@ -68,7 +77,10 @@ class ReplayService:
         for seq, payload in self.store.iter_payloads(chunks):
             try:
                 batch = decode(payload, expect=TransitionBatch)
-                self.mirror.insert(self._conform(batch), seq_start=seq)
+                stored = self._conform(batch)
+                if not self._finite(stored):   # stored before the check was made in the stored dtype
+                    raise ValueError(f"NaN/inf values or states beyond {self.mirror.state.dtype}")
+                self.mirror.insert(stored, seq_start=seq)
             except (MessageError, ValueError) as exc:
                 log.error("skipping unreadable chunk %d in Redis: %s", seq, exc)
                 continue
@@ -99,8 +111,19 @@ class ReplayService:
                  restored, len(snap[0]))
 
     def bind(self) -> None:
+        for name, sock in (("pull", self.pull), ("router", self.router)):
+            watch_dropped_connections(sock, self._dropped_connection_counter(name, sock), f"replay-{name}")
         self.pull.bind(self.cfg.pull_bind)
         self.router.bind(self.cfg.router_bind)
+
+    def _dropped_connection_counter(self, name: str, sock: zmq.Socket):
+        counter, limit = self.metrics.connections_dropped.labels(socket=name), sock.getsockopt(zmq.MAXMSGSIZE)
+
+        def on_drop() -> None:   # on the monitor's thread: a counter and a log line only
+            counter.inc()
+            self._reject_log.info(f"dropped:{name}", "the %s socket lost a connection (a message over %d bytes, or "
+                                  "a peer that left)", name, limit)
+        return on_drop
 
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -140,7 +163,7 @@ class ReplayService:
             batch = decode(payload, expect=TransitionBatch)
         except MessageError as exc:
             self.metrics.malformed.labels(reason=exc.reason).inc()
-            log.warning("dropped a malformed transition batch: %s", exc)
+            self._reject_log.warning(f"malformed:{exc.reason}", "dropped a malformed transition batch: %s", exc)
             return
         if batch.state.shape[1] != self.cfg.state_dim:
             self.metrics.malformed.labels(reason="bad_field").inc()
@@ -152,13 +175,16 @@ class ReplayService:
         rows = batch.num_rows()
         if rows == 0:
             return
-        if not (np.isfinite(batch.state).all() and np.isfinite(batch.reward_game).all()
-                and np.isfinite(batch.reward_shaping).all()):
+        # Checked in the stored dtype: a float32 state of 1e6 is finite on the wire but inf in float16.
+        stored = self._conform(batch)
+        if not self._finite(stored):
             self.metrics.malformed.labels(reason="nonfinite").inc()
             self.mirror.break_stream(batch.stream_id)
-            log.warning("dropped a transition batch of stream %s with NaN/inf values (%d rows)", batch.stream_id, rows)
+            self._reject_log.warning("malformed:nonfinite", "dropped a transition batch of stream %s with NaN/inf "
+                                     "values, or states beyond %s (%d rows)", batch.stream_id,
+                                     self.mirror.state.dtype, rows)
             return
-        seq = self.mirror.insert(self._conform(batch))
+        seq = self.mirror.insert(stored)
         self.store.put(seq, rows, payload)
         self.inserted_total += rows
         self.metrics.inserted.inc(rows)
@@ -166,7 +192,13 @@ class ReplayService:
     def _conform(self, batch: TransitionBatch) -> TransitionBatch:
         if batch.state.dtype == self.mirror.state.dtype:
             return batch
-        return replace(batch, state=batch.state.astype(self.mirror.state.dtype))
+        with np.errstate(over="ignore"):    # values beyond float16 become inf: _finite refuses them
+            return replace(batch, state=batch.state.astype(self.mirror.state.dtype))
+
+    @staticmethod
+    def _finite(batch: TransitionBatch) -> bool:
+        return bool(np.isfinite(batch.state).all() and np.isfinite(batch.reward_game).all()
+                    and np.isfinite(batch.reward_shaping).all())
 
     def _drain_requests(self, max_messages: int = 64) -> None:
         for _ in range(max_messages):
@@ -179,21 +211,40 @@ class ReplayService:
                 req = decode(payload, expect=(SampleRequest, PriorityUpdate))
             except MessageError as exc:
                 self.metrics.malformed.labels(reason=exc.reason).inc()
-                log.warning("rejected a malformed request: %s", exc)
+                self._reject_log.warning(f"malformed:{exc.reason}", "rejected a malformed request: %s", exc)
                 self._send(envelope, Ack(0, f"{exc.reason}: {exc}"))
                 continue
             if isinstance(req, PriorityUpdate):
-                stale = self.mirror.update_priorities(req.index, req.priority)
-                self.metrics.stale_priorities.inc(stale)
-                self._send(envelope, Ack(req.request_id, None))
+                self._update_priorities(envelope, req)
             else:
-                self._sample_or_park(envelope, req, time.monotonic() + req.wait_s)
+                # wait_s is clamped (inf waits MAX_WAIT_S); NaN fails the comparison: refused at once
+                wait_s = min(req.wait_s, MAX_WAIT_S) if req.wait_s >= 0 else 0.0
+                self._sample_or_park(envelope, req, time.monotonic() + wait_s)
+
+    def _update_priorities(self, envelope, req: PriorityUpdate) -> None:
+        rows = req.num_rows()
+        if rows > MAX_PRIORITY_ROWS:
+            self._refuse(envelope, Ack(req.request_id, f"too_large: {rows} priority rows, at most {MAX_PRIORITY_ROWS}"),
+                         "too_large")
+            return
+        ignored = self.mirror.update_priorities(req.index, req.priority, PRIORITY_CAP)
+        self.metrics.stale_priorities.inc(ignored.pop("stale"))
+        for reason, n in ignored.items():
+            if n:
+                self.metrics.bad_priorities.labels(reason=reason).inc(n)
+                self._reject_log.warning(f"priorities:{reason}", "priority update %d: %d of %d rows %s",
+                                         req.request_id, n, rows, f"clamped to {PRIORITY_CAP:g}" if reason == "clamped"
+                                         else f"ignored ({reason})")
+        self._send(envelope, Ack(req.request_id, None))
 
     def _refusal(self, req: SampleRequest) -> tuple[str, str] | None:
-        if not 1 <= req.batch_size <= MAX_BATCH or req.n_step > MAX_N_STEP or not 0.0 <= req.gamma <= 1.0 \
-                or not 0.0 <= req.beta <= 1.0:
-            return "bad_request", (f"need 1 <= batch_size <= {MAX_BATCH}, 1 <= n_step <= {MAX_N_STEP}, "
-                                   "0 <= gamma <= 1, 0 <= beta <= 1")
+        if not 1 <= req.batch_size <= MAX_SAMPLE_ROWS or req.n_step > MAX_N_STEP or not 0.0 <= req.gamma <= 1.0 \
+                or not 0.0 <= req.beta <= 1.0 or not req.wait_s >= 0:
+            return "bad_request", (f"need 1 <= batch_size <= {MAX_SAMPLE_ROWS}, 1 <= n_step <= {MAX_N_STEP}, "
+                                   "0 <= gamma <= 1, 0 <= beta <= 1, wait_s >= 0")
+        if self._replies.prune() >= self.cfg.reply_bytes_budget:
+            return "busy", (f"{self._replies.bytes} bytes of replies not yet taken by their peers "
+                            f"(REPLY_BYTES_BUDGET={self.cfg.reply_bytes_budget})")
         if self.mirror.size < self.cfg.min_size_to_sample:
             return "too_small", f"replay holds {self.mirror.size} < MIN_SIZE_TO_SAMPLE={self.cfg.min_size_to_sample}"
         cap = self.cfg.samples_per_insert
@@ -206,39 +257,32 @@ class ReplayService:
         refusal = self._refusal(req)
         if refusal is not None:
             reason, text = refusal
-            if reason != "bad_request" and time.monotonic() < deadline:
-                self._parked.append((deadline, envelope, req))
-                return False
-            self.metrics.refused.labels(reason=reason).inc()
-            self._send(envelope, SampleReply.failure(req.request_id, f"{reason}: {text}", self.cfg.state_dim))
+            if reason in ("too_small", "rate_limited") and time.monotonic() < deadline:
+                if len(self._parked) < MAX_PARKED:
+                    self._parked.append((deadline, envelope, req))
+                    return False
+                reason, text = "busy", f"{MAX_PARKED} requests already waiting ({reason}: {text})"
+            self._refuse(envelope, SampleReply.failure(req.request_id, f"{reason}: {text}", self.cfg.state_dim),
+                         reason)
             return True
         t0 = time.perf_counter()
         # The sample is gathered straight into the reply's wire buffer (~13 MB at 16384 rows).
         reply = InPlace(SampleReply, {"request_id": req.request_id, "error": None},
-                        self.mirror.sample_layout(req.batch_size), buffer=self._spare_reply_buffer())
+                        self.mirror.sample_layout(req.batch_size), buffer=self._replies.spare())
         try:
             self.mirror.sample(req.batch_size, req.n_step, req.gamma, req.prioritized, req.beta, self.rng,
                                out=reply.arrays)
         except LookupError as exc:
-            self.metrics.refused.labels(reason="too_small").inc()
-            self._send(envelope, SampleReply.failure(req.request_id, f"too_small: {exc}", self.cfg.state_dim))
+            self._refuse(envelope, SampleReply.failure(req.request_id, f"too_small: {exc}", self.cfg.state_dim),
+                         "too_small")
             return True
         tracker = self.router.send_multipart([*envelope, reply.finish()], copy=False, track=True)
-        self._reply_buffers = [*self._reply_buffers[-1:], (reply.buffer, tracker)]
+        self._replies.add(reply.buffer, tracker)
         self.metrics.sample_seconds.observe(time.perf_counter() - t0)
         self.sampled_total += req.batch_size
         self.store.add_sampled(req.batch_size)
         self.metrics.samples.inc(req.batch_size)
         return True
-
-    def _spare_reply_buffer(self) -> np.ndarray | None:
-        """The buffer of an earlier reply that ZeroMQ has finished sending, to build the next one
-        in (None: InPlace allocates)."""
-        for i, (buffer, tracker) in enumerate(self._reply_buffers):
-            if tracker.done:
-                del self._reply_buffers[i]
-                return buffer
-        return None
 
     def _serve_parked(self) -> None:
         if not self._parked:
@@ -250,7 +294,16 @@ class ReplayService:
     def _send(self, envelope, msg) -> None:
         self.router.send_multipart([*envelope, encode(msg)], copy=False)
 
+    def _refuse(self, envelope, reply: SampleReply | Ack, reason: str) -> None:
+        """Count, log (a flood: a few lines) and send a refusal; reply.error is "reason: detail"."""
+        self.metrics.refused.labels(reason=reason).inc()
+        log_line = self._reject_log.info if reason in ("too_small", "rate_limited") else self._reject_log.warning
+        log_line(f"refused:{reason}", "refused request %d: %s", reply.request_id, reply.error)
+        self._send(envelope, reply)
+
     def _update_gauges(self) -> None:
         self.metrics.size.set(self.mirror.size)
         self.metrics.ratio.set(self.sampled_total / self.inserted_total if self.inserted_total else 0.0)
         self.metrics.buffered.set(self.store.buffered)
+        self.metrics.reply_bytes_in_flight.set(self._replies.prune())
+        self.metrics.parked.set(len(self._parked))

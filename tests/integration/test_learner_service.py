@@ -13,7 +13,7 @@ import torch
 import zmq
 
 from services.learner import checkpoint
-from services.learner.control import ControlClient
+from services.learner.control import ControlClient, read_control_token
 from services.replay.client import TransitionSender
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.network import network_from_state_dict
@@ -138,7 +138,8 @@ def test_control_checkpoint_resume_nan_and_schedule(stack):
     send_chain(sender, 100)
     proc = start_learner(EXPERT_RATIO_START="0.9", EXPERT_RATIO_MIN="0.2", EXPERT_RATIO_DECAY="0.5",
                          EXPERT_RATIO_DECAY_FRAMES="1000", PUBLISH_EVERY_STEPS="10", CHECKPOINT_EVERY_FRAMES="8000")
-    ctl = [sys.executable, "-m", "services.learner.ctl", "--addr", f"tcp://127.0.0.1:{p['control']}"]
+    ctl = [sys.executable, "-m", "services.learner.ctl", "--addr", f"tcp://127.0.0.1:{p['control']}",
+           "--token-file", str(tmp / "ckpt" / "control-token")]   # the learner wrote it at start
     run = lambda *args: subprocess.run([*ctl, *args], cwd=REPO, capture_output=True, text=True, timeout=30)  # noqa
     out = run("set", "lr=0.0005", "n_step=3")
     assert out.returncode == 0, out.stderr
@@ -240,11 +241,12 @@ def test_a_setting_change_is_answered_at_once_while_samples_are_in_flight(stack)
     """The replay stops answering (SIGSTOP) with sample requests of batch 100 out.  A change of
     batch_size is answered within a second and no reply to those old requests is trained on once
     the replay answers them: every batch trained on after the change has 64 rows."""
-    p, sender, start_learner, _, replay = stack
+    p, sender, start_learner, tmp, replay = stack
     send_chain(sender, 100)
     start_learner(BATCH_SIZE="100")
     wait_for(lambda: scrape(p["lmetrics"])["tempest_learner_steps_total"] >= 5, 60, what="training")
-    control = ControlClient(f"tcp://127.0.0.1:{p['control']}", timeout_s=5)
+    control = ControlClient(f"tcp://127.0.0.1:{p['control']}", timeout_s=5,
+                            token=read_control_token(tmp / "ckpt" / "control-token"))
     os.kill(replay.pid, signal.SIGSTOP)
     try:
         time.sleep(0.5)  # the learner's next requests go out and stay unanswered
@@ -305,6 +307,7 @@ def test_control_answers_while_the_replay_is_away(tmp_path):
         wait_for(lambda: scrape(ports["m"]), 60, what="learner up")
         t0 = time.monotonic()
         out = subprocess.run([sys.executable, "-m", "services.learner.ctl", "--addr", f"tcp://127.0.0.1:{ports['c']}",
+                              "--token-file", str(tmp_path / "ckpt" / "control-token"),
                               "set", "epsilon=0.2", "batch_size=64"], cwd=REPO, capture_output=True, text=True,
                              timeout=30)
         assert out.returncode == 0 and "epsilon = 0.2" in out.stdout and "batch_size = 64" in out.stdout, out.stderr

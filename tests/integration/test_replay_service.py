@@ -213,7 +213,7 @@ def test_refusals_cap_and_bad_input(replay):
     raw = zmq.Context.instance().socket(zmq.PUSH)
     raw.connect(f"tcp://127.0.0.1:{ports['pull']}")
     bad = make_episode(0, 2, 10, "terminal", np.random.default_rng(4))
-    bad["reward_game"][3] = np.nan
+    bad["state"][3, 4] = np.nan     # (a NaN reward fails encode itself: TransitionBatch.validate)
     for b in to_batches("s", bad, 10):
         sender.send(b)
     raw.send(b"garbage")

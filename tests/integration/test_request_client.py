@@ -47,7 +47,7 @@ def answer(router, envelope, request_id: int, ok: bool = True, error: str | None
 
 def request(client: RequestClient, await_reply: bool = True) -> int:
     rid = client.new_id()
-    assert client.send(ControlRequest(rid, "get", {}), await_reply=await_reply)
+    assert client.send(ControlRequest(rid, "get", {}, ""), await_reply=await_reply)
     return rid
 
 
@@ -131,7 +131,7 @@ def test_a_reply_with_id_0_raises_the_peers_reason(pair):
 
 def test_noblock_send_reports_a_full_queue_instead_of_blocking():
     client = RequestClient(f"tcp://127.0.0.1:{free_port()}", ControlReply, hwm=1)  # nobody listens
-    sent = [client.send(ControlRequest(client.new_id(), "get", {}), noblock=True) for _ in range(5)]
+    sent = [client.send(ControlRequest(client.new_id(), "get", {}, ""), noblock=True) for _ in range(5)]
     assert sent[0] and not all(sent)
     client.close()
 

@@ -144,3 +144,45 @@ def test_evaluate_reads_a_checkpoint_of_either_layout(tmp_path, layer_norm):
     x = torch.randn(8, STATE_SIZE)
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
+
+
+def _receive(policy: NetworkPolicy, pub, payload: bytes, until=lambda p: p.version > 0) -> None:
+    """Publish `payload` until the policy has polled something (the subscriber joins late)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        pub.send(payload)
+        time.sleep(0.01)
+        policy.poll()
+        if until(policy):
+            return
+        assert time.monotonic() < deadline, "nothing arrived"
+
+
+def test_worker_refuses_weights_that_lie_and_keeps_its_network():
+    """Weights that decode cleanly but hold NaN, or form a network of another state size or action
+    count (whose forward pass would raise on every tick), are counted and ignored; oversized ones
+    cut the connection (counted) without being assembled."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind("inproc://weights-hostile")
+    policy = NetworkPolicy("inproc://weights-hostile", metrics, ctx)
+    malformed = lambda reason: metrics.malformed.labels(peer="learner", reason=reason)._value.get()  # noqa: E731
+    try:
+        good = learner_net(False)
+        _receive(policy, pub, published(good, version=1))
+        net = policy.net
+        poisoned = learner_net(False)
+        with torch.no_grad():
+            poisoned.trunk[0].weight[0, 0] = float("nan")
+        _receive(policy, pub, published(poisoned, version=2), until=lambda p: malformed("nonfinite") > 0)
+        wrong_inputs = DuelingQNetwork(STATE_SIZE + 3, NUM_ACTIONS, (8,))
+        _receive(policy, pub, published(wrong_inputs, version=3), until=lambda p: malformed("bad_weights") > 0)
+        wrong_actions = DuelingQNetwork(STATE_SIZE, NUM_ACTIONS + 1, (8,))
+        _receive(policy, pub, published(wrong_actions, version=4), until=lambda p: malformed("bad_weights") > 1)
+        assert policy.net is net and policy.version == 1
+        assert policy.act(FIRST_LIVES[1], FIRST_LIVES[0]) in range(NUM_ACTIONS)
+    finally:
+        policy.close()
+        pub.close(0)
+        ctx.term()

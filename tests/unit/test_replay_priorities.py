@@ -55,8 +55,9 @@ def test_a_loose_cap_never_exceeds_the_maximum():
 
 def test_running_mean_counts_only_live_updates():
     m = spiked(cap=1.0)
-    # stale (seq 200 is not in the ring), nan and negative priorities are ignored, in the mean too
-    assert m.update_priorities(np.array([200, 1, 2, 3]), np.array([5.0, np.nan, -1.0, 3.0])) == 3
+    # seq 200 (never issued), nan and negative priorities are ignored, in the mean too
+    ignored = m.update_priorities(np.array([200, 1, 2, 3]), np.array([5.0, np.nan, -1.0, 3.0]))
+    assert ignored == {"stale": 0, "bad_index": 1, "nonfinite": 1, "nonpositive": 1, "clamped": 0}
     assert m.priority_count == 11 and m.priority_sum == pytest.approx(1012.0)
     m.insert(batch(1))
     assert m.tree.get(np.array([10]))[0] == pytest.approx((1012.0 / 11) ** 0.5)

@@ -65,7 +65,8 @@ def examples() -> dict[str, m.Message]:
             expert_ratio=0.25, epsilon=0.05, evaluation_share=0.1, evaluation_epsilon=0.0,
             global_frames=5000000, wall_time=1700000002.0),
         m.ControlRequest(request_id=10, op="set", settings={"lr": 0.0001, "n_step": 5,
-                                                           "use_per": True, "note": "x"}),
+                                                           "use_per": True, "note": "x"},
+                          token="0123456789abcdef"),
         m.ControlReply(request_id=10, ok=False, settings={"lr": 0.00025, "n_step": 3},
                        error="LR=-1 is out of range: allowed 0.0 <= value <= 1.0"),
     ]

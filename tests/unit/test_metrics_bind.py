@@ -1,0 +1,68 @@
+"""/metrics binds METRICS_ADDR: loopback under `make up` (tools/local_stack.py), all interfaces
+by default (compose: Prometheus scrapes over the container network)."""
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tempest_common.config import ConfigError
+from tempest_common.service_main import metrics_addr
+from tools.local_stack import ports_with, procfile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the IPv4 sockets listening on `port`, from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        hex_ip, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:   # 0A = LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(hex_ip)[::-1]))
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1", "0.0.0.0"])
+def test_serve_metrics_binds_metrics_addr(addr):
+    port = free_port()
+    code = textwrap.dedent(f"""
+        import time
+        from tempest_common.service_main import serve_metrics
+        serve_metrics({port})
+        time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={"METRICS_ADDR": addr, "PATH": "/usr/bin"})
+    try:
+        deadline = time.monotonic() + 10
+        while not listening_addresses(port):
+            assert proc.poll() is None and time.monotonic() < deadline, "the metrics server did not start"
+            time.sleep(0.05)
+        assert listening_addresses(port) == {addr}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_metrics_addr_refuses_a_name_in_one_line():
+    assert metrics_addr({}) == "0.0.0.0"
+    assert metrics_addr({"METRICS_ADDR": "127.0.0.1"}) == "127.0.0.1"
+    with pytest.raises(ConfigError, match="METRICS_ADDR='localhost' is not an IP address"):
+        metrics_addr({"METRICS_ADDR": "localhost"})
+
+
+def test_make_up_binds_every_metrics_endpoint_to_loopback(tmp_path):
+    lines = procfile(tmp_path, ports_with(0)).splitlines()
+    python_services = [line for line in lines if "services." in line]
+    assert len(python_services) == 4   # emulator, replay, expert, learner
+    assert all("METRICS_ADDR=127.0.0.1" in line for line in python_services)
