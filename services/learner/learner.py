@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -64,12 +65,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_threads(setting: int) -> int:
+    """TORCH_THREADS, or half the cores: torch's default (one thread per core) spins against the
+    emulators' MAME processes for the same cores; on 2 cores a 1024-row step took 0.57 s with 2
+    threads and 0.10 s with 1."""
+    return setting if setting > 0 else max(1, (os.cpu_count() or 2) // 2)
+
+
 class Learner:
     def __init__(self, cfg: LearnerConfig, live: LiveSettings, metrics: LearnerMetrics | None = None,
                  context: zmq.Context | None = None):
         self.cfg, self.live = cfg, live
         self.metrics = metrics or LearnerMetrics()
         self.device = pick_device(cfg.device)
+        torch.set_num_threads(cpu_threads(cfg.torch_threads))
         if cfg.seed >= 0:
             torch.manual_seed(cfg.seed)
         self.online = DuelingQNetwork(cfg.state_dim, NUM_ACTIONS, cfg.hidden_sizes(), cfg.layer_norm).to(self.device)

@@ -28,6 +28,10 @@ class LearnerConfig:
     control_bind: str = setting("CONTROL_BIND", "tcp://*:5559", help="ROUTER for live settings (ctl CLI)")
     metrics_port: int = setting("METRICS_PORT", 9104, min=0, max=65535, help="Prometheus /metrics port (0 = off)")
     device: str = setting("DEVICE", "auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
+    torch_threads: int = setting(
+        "TORCH_THREADS", 0, min=0, max=1024,
+        help="torch CPU threads (0 = half the cores, at least 1: the learner shares the machine with MAME, "
+             "and threads beyond the free cores made each step ~5x slower)")
     hidden: str = setting("HIDDEN", "512,512,256", help="hidden layer widths of the dueling network")
     layer_norm: bool = setting("LAYER_NORM", False,
                                help="LayerNorm in each hidden block: Linear -> LayerNorm -> ReLU")
