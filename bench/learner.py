@@ -10,7 +10,7 @@ default hidden widths; its parameter count is reported as `params`.
                           int16 actions, float32 reward/discount/weight, uint8 actor), cast in
                           the step as the learner casts them (state -> float32, action -> long,
                           actor -> is_expert); each step is services.learner.dqn.train_step with
-                          the learner's settings (max_grad_norm 5, no target clamp, bc_weight 0,
+                          the learner's settings (max_grad_norm 5, no target clamp, bc_weight 1 with margin 0.05,
                           autocast bf16 on cuda, none on cpu) followed by the soft target update
                           (tau 0.005).  Four data sets are rotated.  Timed as whole steps over a
                           window of BARE_S seconds after a warm-up (train_step reads scalars back
@@ -90,6 +90,7 @@ RESUME_S = 3.0                            # after SIGCONT, before a pipeline win
 STREAMS = 8
 N_STEP, GAMMA, BETA = 5, 0.995, 0.4
 MAX_GRAD_NORM, TAU = 5.0, 0.005           # the learner's defaults (checked against LiveSettings below)
+BC_WEIGHT, BC_MARGIN = 1.0, 0.05
 PREFIX = "bench:learner"
 
 
@@ -147,8 +148,8 @@ class Bare:
         batch = Batch(state=d["state"].float(), action=d["action"].long(), reward=d["reward"].float(),
                       discount=d["discount"].float(), next_state=d["next_state"].float(),
                       weight=d["weight"].float(), is_expert=d["actor"] == ACTOR_EXPERT)
-        stats = train_step(self.online, self.target, self.opt, [batch], MAX_GRAD_NORM, None, 0.0,
-                           autocast_dtype=self.autocast)
+        stats = train_step(self.online, self.target, self.opt, [batch], MAX_GRAD_NORM, None, BC_WEIGHT,
+                           autocast_dtype=self.autocast, bc_margin=BC_MARGIN)
         if not stats.applied:
             raise RuntimeError("bare step: non-finite loss or gradient")
         soft_update(self.target, self.online, TAU)
@@ -174,8 +175,8 @@ class Bare:
 # -- main ----------------------------------------------------------------------------------------
 def main() -> int:
     live = LiveSettings()
-    assert (live.max_grad_norm, live.tau, live.use_soft_target, live.clamp_targets, live.bc_weight) == \
-        (MAX_GRAD_NORM, TAU, True, False, 0.0), "the learner's defaults changed: update the bare step"
+    assert (live.max_grad_norm, live.tau, live.use_soft_target, live.clamp_targets, live.bc_weight, live.bc_margin) == \
+        (MAX_GRAD_NORM, TAU, True, False, BC_WEIGHT, BC_MARGIN), "the learner's defaults changed: update the bare step"
     t_start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="bench_learner_")
     procs: list[tuple[subprocess.Popen, str]] = []
