@@ -2,7 +2,7 @@
 learner does not spin against the emulators' MAME processes for the same cores."""
 import os
 
-from services.learner.learner import cpu_threads
+from services.learner.device import cpu_threads
 from services.learner.settings import load_learner_config
 
 
