@@ -11,6 +11,7 @@ import pytest
 
 from tempest_common.config import ConfigError
 from tempest_common.service_main import metrics_addr
+from tests.conftest import free_port
 from tools.local_stack import ports_with, procfile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,12 +26,6 @@ def listening_addresses(port: int) -> set[str]:
         if state == "0A" and int(hex_port, 16) == port:   # 0A = LISTEN
             found.add(socket.inet_ntoa(bytes.fromhex(hex_ip)[::-1]))
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("addr", ["127.0.0.1", "0.0.0.0"])
