@@ -25,7 +25,7 @@ from tempest_common.game_state import FIELD_SPECS, GameState, decode_ram
 from tempest_common.messages import ExpertReply, ExpertRequest
 from tempest_common.wire import decode, encode
 from tests.conftest import free_port, scrape, start_service, stop_process, wait_for
-from tests.fuzz.hostile import any_states
+from tests.fuzz.hostile_services import any_states
 from tests.unit.recorded import FIRST_LIVES
 
 pytestmark = pytest.mark.integration
