@@ -6,7 +6,7 @@
 
 Who may steer: "set" carries the learner's control token, a random secret the learner writes at
 start to CONTROL_TOKEN_FILE (default: CHECKPOINT_DIR/control-token, mode 0600) unless the file
-already holds one (compose passes it as a secret).  Whoever can read that file may change settings;
+already holds one (a file you supply, e.g. a mounted secret).  Whoever can read it may change settings;
 "get" is open.  The client reads the same file (`control_token_path()`), or takes `token=`.
 
 The server is served by the learner's own loop (`serve_pending()` when `sock` is readable, at
