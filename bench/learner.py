@@ -7,9 +7,9 @@ default hidden widths; its parameter count is reported as `params`.
 
   bare_samples_per_s      this process: online + target copy + Adam on the device, random data
                           ALREADY ON THE DEVICE in the replay's wire dtypes (float16 states,
-                          int16 actions, float32 reward/discount/weight, uint8 actor), cast in
-                          the step as the learner casts them (state -> float32, action -> long,
-                          actor -> is_expert); each step is services.learner.dqn.train_step with
+                          int16 actions and expert labels (95% labelled, as with the workers'
+                          EXPERT_LABELS), float32 reward/discount/weight), cast in the step as the
+                          learner casts them (state -> float32, action and label -> long); each step is services.learner.dqn.train_step with
                           the learner's settings (max_grad_norm 5, no target clamp, bc_weight 1 with margin 0.05,
                           autocast bf16 on cuda, none on cpu) followed by the soft target update
                           (tau 0.005).  Four data sets are rotated.  Timed as whole steps over a
@@ -73,7 +73,7 @@ from bench.streams import stream_batches  # noqa: E402
 from services.learner.dqn import Batch, soft_update, train_step  # noqa: E402
 from services.learner.settings import LiveSettings  # noqa: E402
 from tempest_common.actions import NUM_ACTIONS  # noqa: E402
-from tempest_common.messages import ACTOR_EXPERT, ACTOR_NETWORK  # noqa: E402
+from tempest_common.messages import NO_ACTION  # noqa: E402
 from tempest_common.network import DuelingQNetwork  # noqa: E402
 from tempest_common.state_vector import STATE_SIZE  # noqa: E402
 
@@ -138,8 +138,9 @@ class Bare:
                 discount=torch.where(done, 0.0, GAMMA ** N_STEP).float().to(dev),
                 next_state=torch.rand(BATCH, STATE_SIZE, generator=g).half().to(dev),
                 weight=torch.rand(BATCH, generator=g).clamp_min(0.05).to(dev),
-                actor=torch.where(torch.rand(BATCH, generator=g) < 0.3, ACTOR_EXPERT, ACTOR_NETWORK)
-                .to(torch.uint8).to(dev)))
+                expert_action=torch.where(torch.rand(BATCH, generator=g) < 0.95,
+                                          torch.randint(0, NUM_ACTIONS, (BATCH,), generator=g), NO_ACTION)
+                .to(torch.int16).to(dev)))
         self.i = 0
 
     def step(self) -> None:
@@ -147,7 +148,7 @@ class Bare:
         self.i += 1
         batch = Batch(state=d["state"].float(), action=d["action"].long(), reward=d["reward"].float(),
                       discount=d["discount"].float(), next_state=d["next_state"].float(),
-                      weight=d["weight"].float(), is_expert=d["actor"] == ACTOR_EXPERT)
+                      weight=d["weight"].float(), expert_action=d["expert_action"].long())
         stats = train_step(self.online, self.target, self.opt, [batch], MAX_GRAD_NORM, None, BC_WEIGHT,
                            autocast_dtype=self.autocast, bc_margin=BC_MARGIN)
         if not stats.applied:

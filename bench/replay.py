@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 
 from bench.harness import logger, metrics, minor_faults, start_redis, start_replay, stop_proc  # noqa: E402
 from bench.streams import raw_bytes_per_transition, stream_batches  # noqa: E402
+from tempest_common.actions import NUM_ACTIONS  # noqa: E402
 from tempest_common.messages import TransitionBatch  # noqa: E402
 from tempest_common.state_vector import STATE_SIZE  # noqa: E402
 
@@ -64,8 +65,8 @@ log = logger("replay")
 
 # -- transitions ---------------------------------------------------------------------------------
 def make_batches(stream_idx: int, total_rows: int, seed: int) -> list[TransitionBatch]:
-    """One stream's transitions in 64-row batches (see bench/streams.py); actions over 0..63."""
-    return stream_batches(stream_idx, total_rows, np.random.default_rng(seed), n_actions=64,
+    """One stream's transitions in 64-row batches (see bench/streams.py, expert labels included)."""
+    return stream_batches(stream_idx, total_rows, np.random.default_rng(seed), n_actions=NUM_ACTIONS,
                           batch_rows=BATCH_ROWS, copy=True)
 
 
@@ -99,7 +100,7 @@ def sampler(router_url: str, seconds: float, result_q) -> None:
         # actually read what arrived: sums over the columns the learner uses
         return (float(r.state[:, 0].astype(np.float32).sum()) + float(r.next_state[:, -1].astype(np.float32).sum())
                 + float(r.reward.sum()) + float(r.discount.sum()) + float(r.weight.sum())
-                + int(r.action.sum()) + int(r.actor.sum()))
+                + int(r.action.sum()) + int(r.actor.sum()) + int(r.expert_action.sum()))
 
     for _ in range(2):                        # warm-up, not timed
         r = client.sample(SAMPLE_BATCH, N_STEP, GAMMA, prioritized=True, beta=BETA)

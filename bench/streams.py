@@ -3,17 +3,23 @@
 One stream is what one emulator worker sends: episodes (lives) of 300..3000 steps numbered from
 step 0, a terminal at the end of most, a truncated (bootstrap-only, action NO_ACTION) last record
 on 10%; 30% expert actions; a game reward of 150 on 2% of the steps, small shaping noise on all;
-random float16 states of STATE_SIZE.  The last episode stays open.
+random float16 states of STATE_SIZE.  Expert labels (expert_action): the action on expert rows,
+a random action on NETWORK_LABELLED of the network's rows (a worker asking the expert on the
+network's states, DAgger; the rest: no answer in time), NO_ACTION elsewhere.  The last episode
+stays open.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from tempest_common.messages import ACTOR_EXPERT, ACTOR_NETWORK, NO_ACTION, TransitionBatch
+from tempest_common.messages import ACTOR_EXPERT, ACTOR_NETWORK, NO_ACTION, TransitionBatch, expert_labels
 from tempest_common.state_vector import STATE_SIZE
 
-ROW_FIELDS = ("episode_id", "step", "actor", "action", "reward_game", "reward_shaping", "terminal",
-              "truncated", "state")
+# every per-row field, from the message itself: a field added later is counted without an edit here
+ROW_FIELDS = tuple(f.name for f in dataclasses.fields(TransitionBatch) if f.metadata.get("rows"))
+NETWORK_LABELLED = 0.93   # with 30% expert rows, ~95% of the rows labelled (bench/learner.py's share)
 
 
 def stream_batches(stream_idx: int, rows: int, rng: np.random.Generator, n_actions: int,
@@ -41,7 +47,9 @@ def stream_batches(stream_idx: int, rows: int, rng: np.random.Generator, n_actio
     reward_game = np.where(rng.random(rows) < 0.02, 150.0, 0.0).astype(np.float32)
     reward_shaping = (rng.standard_normal(rows) * 0.01).astype(np.float32)
     state = rng.random((rows, STATE_SIZE), dtype=np.float32).astype(np.float16)
-    cols = (ep, step, actor, action, reward_game, reward_shaping, terminal, truncated, state)
+    asked = (actor == ACTOR_NETWORK) & ~truncated & (rng.random(rows) < NETWORK_LABELLED)
+    expert_action = np.where(asked, rng.integers(0, n_actions, rows), expert_labels(actor, action)).astype(np.int16)
+    cols = (ep, step, actor, action, reward_game, reward_shaping, terminal, truncated, state, expert_action)
     out, a = [], 0
     while a < rows:
         b = slice(a, min(rows, a + (batch_rows or int(rng.integers(64, 4097)))))

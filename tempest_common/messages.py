@@ -103,7 +103,10 @@ class TransitionBatch(Message):
     """One-step transitions of one actor stream (one worker process; see docs/design.md "stream").
     Per row: step counts ticks within the episode from 0; state is the vector *before* the action;
     terminal: this action ended the life; truncated: the episode was cut here, so state is only the
-    bootstrap state and action is NO_ACTION."""
+    bootstrap state and action is NO_ACTION; expert_action: the expert's (gated) choice on this
+    state whoever acted, NO_ACTION when it was not asked (its label for imitation on the network's
+    own states: DAgger).  Omitted, it is derived: the action on expert rows, NO_ACTION elsewhere
+    (what a schema-1 batch, which has no labels, means)."""
     KIND: ClassVar[str] = "transitions"
     stream_id: str = _f("str")
     worker_id: str = _f("str")
@@ -116,6 +119,11 @@ class TransitionBatch(Message):
     terminal: np.ndarray = _row("bool")
     truncated: np.ndarray = _row("bool")
     state: np.ndarray = _row(_FLOATS, ndim=2)
+    expert_action: np.ndarray = field(default=None, metadata=_row("int16").metadata)
+
+    def __post_init__(self):
+        if self.expert_action is None:   # frozen: set once, as the constructor would
+            object.__setattr__(self, "expert_action", expert_labels(self.actor, self.action))
 
     def validate(self) -> None:
         super().validate()
@@ -125,6 +133,8 @@ class TransitionBatch(Message):
             raise ValueError(f"transitions: {self.num_rows()} rows, at most {MAX_BATCH_ROWS}")
         if np.any(self.action < NO_ACTION) or np.any(self.action >= NUM_ACTIONS):
             raise ValueError(f"transitions: action must be -1 (truncated) or 0..{NUM_ACTIONS - 1}")
+        if np.any(self.expert_action < NO_ACTION) or np.any(self.expert_action >= NUM_ACTIONS):
+            raise ValueError(f"transitions: expert_action must be -1 (not asked) or 0..{NUM_ACTIONS - 1}")
         if np.any(self.episode_id < 0) or np.any(self.step < 0):
             raise ValueError("transitions: episode_id and step must be >= 0")
         for name in ("reward_game", "reward_shaping"):
@@ -135,6 +145,12 @@ class TransitionBatch(Message):
             raise ValueError("transitions: action == -1 exactly on truncated rows")
         if np.any(self.terminal & self.truncated):
             raise ValueError("transitions: a row cannot be both terminal and truncated")
+
+
+def expert_labels(actor: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """Labels known without asking the expert: its own action on the rows it played, else NO_ACTION."""
+    actor, action = np.asarray(actor), np.asarray(action)
+    return np.where(actor == ACTOR_EXPERT, action, NO_ACTION).astype(np.int16)
 
 
 @dataclass(**_FROZEN)
@@ -245,7 +261,7 @@ class SampleReply(Message):
     """error is None when ok (else the arrays are empty, B=0).  index: replay slots, for
     PriorityUpdate; reward: the n-step discounted game+shaping return; discount: gamma^h for the
     bootstrap from next_state, 0 when the episode terminated; weight: importance-sampling weights
-    (1 when uniform)."""
+    (1 when uniform); expert_action: the row's expert label (TransitionBatch), NO_ACTION if none."""
     KIND: ClassVar[str] = "sample_reply"
     request_id: int = _f("int")
     error: str | None = _f("optional_str")
@@ -257,6 +273,7 @@ class SampleReply(Message):
     next_state: np.ndarray = _row(_FLOATS, ndim=2)
     weight: np.ndarray = _row("float32")
     actor: np.ndarray = _row("uint8")
+    expert_action: np.ndarray = _row("int16")
 
     def validate(self) -> None:
         super().validate()
@@ -269,7 +286,7 @@ class SampleReply(Message):
         e = lambda dt: np.zeros(0, dt)  # noqa: E731
         s = np.zeros((0, state_dim), np.float32)
         return cls(request_id, error, e(np.uint64), s, e(np.int16), e(np.float32),
-                   e(np.float32), s, e(np.float32), e(np.uint8))
+                   e(np.float32), s, e(np.float32), e(np.uint8), e(np.int16))
 
 
 @dataclass(**_FROZEN)

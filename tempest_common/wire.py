@@ -26,7 +26,11 @@ from tempest_common.messages import MESSAGE_TYPES, Message, field_specs
 # a few us of every small request / reply).
 _field_specs = functools.lru_cache(maxsize=None)(field_specs)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Older schema versions still read, per message kind: the fields that version lacks (the message
+# class derives them).  Schema 1 had no expert labels (TransitionBatch.expert_action); the replay
+# stores transition batches as wire bytes, so a stored schema-1 chunk must stay readable.
+UPGRADES: dict[int, dict[str, tuple[str, ...]]] = {1: {"transitions": ("expert_action",)}}
 
 # Every MessageError.reason, so metrics can pre-create their label values.
 REASONS = ("not_msgpack", "not_a_map", "wrong_version", "unknown_kind", "unexpected_kind",
@@ -286,10 +290,10 @@ def decode(data: bytes, expect: type | tuple[type, ...] | None = None) -> Messag
 def _decode_obj(obj: Any, expect) -> Message:
     if not isinstance(obj, dict):
         raise MessageError("not_a_map", f"expected a msgpack map, got {type(obj).__name__}")
-    v = obj.get("v")
-    if isinstance(v, bool) or not isinstance(v, int) or v != SCHEMA_VERSION:
+    v, kind = obj.get("v"), obj.get("kind")
+    if isinstance(v, bool) or not isinstance(v, int) or (
+            v != SCHEMA_VERSION and not (isinstance(kind, str) and kind in UPGRADES.get(v, {}))):
         raise MessageError("wrong_version", f"got version {v!r}, expected {SCHEMA_VERSION}")
-    kind = obj.get("kind")
     cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise MessageError("unknown_kind", f"unknown message kind {kind!r}")
@@ -297,6 +301,9 @@ def _decode_obj(obj: Any, expect) -> Message:
         names = [c.__name__ for c in (expect if isinstance(expect, tuple) else (expect,))]
         raise MessageError("unexpected_kind", f"got {cls.__name__}, expected one of {names}")
     specs = _field_specs(cls)
+    if v != SCHEMA_VERSION:   # an older version: without the fields it lacks (the class derives them)
+        lacks = UPGRADES[v][kind]
+        specs = [(n, meta) for n, meta in specs if n not in lacks]
     missing = [n for n, _ in specs if n not in obj]
     extra = set(obj) - {"v", "kind"} - {n for n, _ in specs}
     if missing or extra:

@@ -10,6 +10,13 @@ Who plays a training tick is decided by an `ActorSchedule` (ACTOR_DRAW): a fresh
 decision tick ("tick", the default), one draw per life ("life"), or one draw per segment of
 ACTOR_SEGMENT_TICKS decision ticks ("segment").  The expert's turns fall back to the learner's
 epsilon-greedy choice on any tick the expert is unavailable (no client, backing off, no answer).
+
+Imitation labels (`label`, EXPERT_LABELS): every decided row may carry the expert's choice on its
+state, whoever acted: on the network's and random ticks (evaluation games too: their rows are
+transitions like any other) the expert is asked once more, after the tick is answered, so the
+wait overlaps MAME's next tick instead of delaying it.  An expert turn's label is its own action.
+Asking for a label follows the expert turns' rules: unavailable (no client, backing off) means no
+label, and a label the expert fails to give starts the back-off.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import numpy as np
 
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.game_state import GameState
-from tempest_common.messages import ACTOR_EVALUATION, ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM
+from tempest_common.messages import ACTOR_EVALUATION, ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM, NO_ACTION
 
 from ..expert.client import ExpertClient, ExpertError
 from .metrics import WorkerMetrics
@@ -67,8 +74,9 @@ class ActorSchedule:
 class ActorChooser:
     def __init__(self, expert: ExpertClient | None, network: NetworkPolicy, expert_ratio: float, epsilon: float,
                  expert_timeout_ms: float, expert_backoff_s: float, metrics: WorkerMetrics,
-                 rng: np.random.Generator, schedule: ActorSchedule | None = None):
+                 rng: np.random.Generator, schedule: ActorSchedule | None = None, labels: bool = True):
         self.expert, self.network, self.metrics, self.rng = expert, network, metrics, rng
+        self.labels = labels   # ask the expert for a label on ticks it did not play (EXPERT_LABELS)
         self.schedule = schedule or ActorSchedule()
         self.expert_timeout_ms, self.expert_backoff_s = expert_timeout_ms, expert_backoff_s
         self.follow_schedule(expert_ratio, epsilon, 0.0, 0.0)
@@ -120,6 +128,24 @@ class ActorChooser:
         if self.network.ready and u_eps >= self.epsilon:
             return ACTOR_NETWORK, int(network_fn())
         return ACTOR_RANDOM, random_action
+
+    def label(self, actor: int, action: int, state_fn, gate=lambda a: a) -> int:
+        """The expert's choice on the tick `choose` just gave to (actor, action), through `gate`
+        (the session's superzapper gate of that tick, so a label is what the expert would have
+        played), NO_ACTION when there is none: an expert turn's is its action; any other actor's
+        is asked of the expert (`state_fn()` decodes the tick) when labels are on and the expert
+        is available.  Call it after answering the tick: the wait then overlaps MAME's next one."""
+        counter = self.metrics.expert_labels
+        if actor == ACTOR_EXPERT:
+            counter.labels(result="labelled").inc()
+            return gate(int(action))
+        if not self.labels:
+            return NO_ACTION
+        label = None
+        if self.expert is not None and time.monotonic() >= self._expert_retry_at:
+            label = self._ask_expert(state_fn())
+        counter.labels(result="missing" if label is None else "labelled").inc()
+        return NO_ACTION if label is None else gate(label)
 
     def _ask_expert(self, batch: GameState) -> int | None:
         try:

@@ -39,4 +39,4 @@ class TransitionAdder:
             self.stream_id, self.worker_id, column("episode_id", np.int64), column("step", np.int32),
             column("actor", np.uint8), column("action", np.int16), column("reward_game", np.float32),
             column("reward_shaping", np.float32), column("terminal", bool), column("truncated", bool),
-            states.astype(self.state_dtype))
+            states.astype(self.state_dtype), column("expert_action", np.int16))

@@ -39,6 +39,10 @@ class EmulatorConfig:
                                        "(random until weights arrive)")
     expert_backoff_s: float = setting("EXPERT_BACKOFF_S", 2.0, min=0.0, max=600.0,
                                       help="after an expert timeout, leave the expert's turns to the network this long")
+    expert_labels: bool = setting("EXPERT_LABELS", True,
+                                  help="ask the expert for its action on the network's and random ticks too (after "
+                                  "the tick is answered), as an imitation label on those rows; off: only the "
+                                  "expert's own rows are labelled")
     transition_batch: int = setting("TRANSITION_BATCH", 64, min=1, max=MAX_BATCH_ROWS,
                                     help="records per transition batch (at most what the replay takes)")
     state_dtype: str = setting("STATE_DTYPE", "float16", choices=("float16", "float32"), help="state dtype on the wire")

@@ -6,6 +6,9 @@ session.TickKind), and it ends:
     carries the death penalty and terminal=True;
   - truncated: when MAME restarts, the worker stops, or a reset cuts it; the last decision tick
     becomes a record with truncated=True and no action (action -1): it only bootstraps.
+Each decision is (actor, action, expert_action): the expert's label travels with its row; a
+truncated row has none (-1, like its action: it only bootstraps).  A decision of (actor, action)
+derives the label as TransitionBatch does: the action on expert rows, -1 elsewhere.
 Only decision ticks become records; ticks in between (dying, level select, attract, high-score
 entry, the short modes between levels) are skipped, and score that changes during skipped ticks
 of a live episode is credited to the pending action.  A START tick begins a new game.
@@ -20,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from tempest_common.messages import ACTOR_NAMES, EpisodeSummary
+from tempest_common.messages import ACTOR_EXPERT, ACTOR_NAMES, NO_ACTION, EpisodeSummary
 
 from .session import DEATHS, Tick, TickKind
 
@@ -52,6 +55,7 @@ class Record:
     truncated: bool
     ram: np.ndarray             # uint8[1024] of the tick the action was chosen on
     prev_ram: np.ndarray | None  # the decision tick before it (None: zero velocities)
+    expert_action: int = NO_ACTION  # the expert's (gated) choice on this state; -1: none
 
 
 class EpisodeTracker:
@@ -64,7 +68,7 @@ class EpisodeTracker:
         self.reward, self.stream_id, self.worker_id, self.clock = reward, stream_id, worker_id, clock
         self.next_episode_id, self.game_id = 0, -1   # the first START makes game_id 0
         self.episode_id: int | None = None            # the open episode (the rest is set by _open)
-        self._pending: tuple | None = None           # (ram, prev_ram, action, actor, score) of the last decision
+        self._pending: tuple | None = None  # (ram, prev_ram, action, actor, score, label) of the last decision
         self._last_score = self._level = 0
 
     @property
@@ -76,9 +80,10 @@ class EpisodeTracker:
     def in_episode(self) -> bool:
         return self.episode_id is not None
 
-    def observe(self, tick: Tick, prev_ram: np.ndarray | None, decision: tuple[int, int] | None,
+    def observe(self, tick: Tick, prev_ram: np.ndarray | None, decision: tuple[int, ...] | None,
                 evaluation: bool = False) -> tuple[list[Record], list[EpisodeSummary]]:
-        """One tick, the RAM of the decision tick before it, and (actor, action) on decision ticks."""
+        """One tick, the RAM of the decision tick before it, and (actor, action, expert_action) on
+        decision ticks."""
         records: list[Record] = []
         ends: list[EpisodeSummary] = []
         if tick.kind is TickKind.START:
@@ -98,8 +103,9 @@ class EpisodeTracker:
             records.append(self._outcome(score, died=False))
         if not self.in_episode:
             self._open(score, evaluation)
-        actor, action = decision
-        self._pending = (tick.ram, prev_ram, int(action), int(actor), score)
+        actor, action, *label = decision
+        label = label[0] if label else (action if actor == ACTOR_EXPERT else NO_ACTION)
+        self._pending = (tick.ram, prev_ram, int(action), int(actor), score, int(label))
         self._last_score, self._level = score, tick.level
         return records, ends
 
@@ -109,7 +115,7 @@ class EpisodeTracker:
             return [], []
         records = []
         if self._pending is not None:
-            ram, prev_ram, _, actor, _ = self._pending
+            ram, prev_ram, _, actor, _, _ = self._pending
             records.append(Record(self.episode_id, self._step, actor, -1, 0.0, 0.0, False, True, ram, prev_ram))
         return records, [self._close(self._last_score, self._level, "truncated", game_over=False)]
 
@@ -125,10 +131,10 @@ class EpisodeTracker:
         self._pending = None
 
     def _outcome(self, score: int, died: bool) -> Record:
-        ram, prev_ram, action, actor, score_then = self._pending
+        ram, prev_ram, action, actor, score_then, label = self._pending
         r = game_reward(score - score_then, died, self.reward)
         shaping = 0.0 if died else self.reward.survival_bonus
-        rec = Record(self.episode_id, self._step, actor, action, r, shaping, died, False, ram, prev_ram)
+        rec = Record(self.episode_id, self._step, actor, action, r, shaping, died, False, ram, prev_ram, label)
         self._step += 1
         self._game_reward += r
         self._shaping += shaping

@@ -34,9 +34,16 @@ class WorkerMetrics:
         self.connections_dropped.labels(socket="weights")
         self.actions = Counter("tempest_emulator_actions", "Decisions by who made them", ["actor"], **r)
         self.expert_timeouts = Counter("tempest_expert_timeouts", "Expert requests that got no reply in time", **r)
+        # Imitation labels (TransitionBatch.expert_action) on decided ticks: "labelled" rows carry
+        # the expert's choice, "missing" rows wanted one but the expert was unavailable (none
+        # configured, backing off, no answer).  With EXPERT_LABELS off only expert turns count.
+        self.expert_labels = Counter("tempest_emulator_expert_labels", "Decided ticks by imitation label outcome",
+                                     ["result"], **r)
         self.weights_version = Gauge("tempest_emulator_weights_version", "Version of the network weights in use", **r)
         self.evaluation_games = Counter("tempest_evaluation_games", "Evaluation games started", **r)
         for peer in ("replay", "learner", "expert"):
             self.dropped.labels(peer=peer)
+        for result in ("labelled", "missing"):
+            self.expert_labels.labels(result=result)
         for name in ACTOR_NAMES:
             self.actions.labels(actor=name)

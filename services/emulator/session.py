@@ -4,7 +4,8 @@ The worker, `evaluate.py`, `TempestEnv` and tools/record_ram.py play through it;
 calls `BridgeServer.receive` or `reply`.  Every message becomes a `Tick` of one `TickKind`
 (`TickClassifier`: pure, RAM only), and every tick gets exactly one answer:
   - `act(action)` on a decision tick (START, PLAY, ZOOM): the superzapper gate applies here, to
-    every policy alike; returns the action played;
+    every policy alike; returns the action played.  `gate(action)` is that gate alone, played
+    nowhere (an imitation label gets the same gate as the action, before or after the answer);
   - `pass_tick()` on any other tick (outside play MAME drives the game itself);
   - `save()` / `load()`: MAME confirms by the flags of a later message, never by timing; ticks of
     the old game that arrive before a load is confirmed are answered here, never returned;
@@ -96,6 +97,7 @@ class GameSession:
         self._owed = False                 # the latest tick still needs its answer
         self._loading = False              # a load MAME has not confirmed yet
         self._since_zap = LONG_AGO
+        self._gate_inputs = (0, LONG_AGO)  # (zaps used, ticks since the last zap) as the latest tick arrived
         self.skipped = 0                   # ticks next_decision() answered neutrally
 
     @classmethod
@@ -143,6 +145,8 @@ class GameSession:
             if msg.saved:
                 self.has_start_state = True
             self._since_zap += 1
+            # fixed on arrival, so a zap played on this tick does not change this tick's gate
+            self._gate_inputs = (int(msg.ram[M.ZAPS_USED]), self._since_zap)
             self._owed = True
             self.tick = Tick(self.classifier.classify(msg.ram), msg.ram, msg.video_frame, msg.loaded)
             return self.tick
@@ -174,12 +178,20 @@ class GameSession:
         tick = self.tick
         if not self._owed or not tick.decides:
             raise RuntimeError(f"act() answers a decision tick, not {tick and tick.kind.name}")
-        action = gate_zap(int(action), int(tick.ram[M.ZAPS_USED]), self._since_zap)
+        action = self.gate(action)
         a = ACTIONS[action]
         self._answer(CMD_ACT, a.fire, a.zap, a.spinner)
         if a.zap:
             self._since_zap = 0
         return action
+
+    def gate(self, action: int) -> int:
+        """The action `act(action)` plays (did play) on the latest decision tick, without playing
+        anything: the superzapper gate as it stood when the tick arrived, answered or not."""
+        tick = self.tick
+        if tick is None or not tick.decides:
+            raise RuntimeError(f"gate() applies on a decision tick, not {tick and tick.kind.name}")
+        return gate_zap(int(action), *self._gate_inputs)
 
     def pass_tick(self) -> None:
         self._answer(CMD_ACT)

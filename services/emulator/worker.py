@@ -2,8 +2,9 @@
 
 A game session (session.py), an actor chooser and evaluation scheduler (actors.py), an episode
 tracker (episodes.py) and a transition adder (adder.py).  Per tick: answer at once, then do the
-bookkeeping while MAME emulates the next tick.  MAME is restarted when it exits, dies or stalls
-(the open episode is truncated); stop() asks MAME to exit through the bridge, then kills it.
+bookkeeping (and the expert's imitation label on ticks it did not play) while MAME emulates the
+next tick.  MAME is restarted when it exits, dies or stalls (the open episode is truncated);
+stop() asks MAME to exit through the bridge, then kills it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from tempest_common.actions import NOOP
 from tempest_common.game_state import decode_ram
-from tempest_common.messages import ACTOR_NAMES, ACTOR_RANDOM, EpisodeSummary, Heartbeat
+from tempest_common.messages import ACTOR_NAMES, ACTOR_RANDOM, NO_ACTION, EpisodeSummary, Heartbeat
 
 from .actors import ActorChooser, ActorSchedule, EvaluationScheduler
 from .adder import TransitionAdder
@@ -41,7 +42,7 @@ class EmulatorWorker:
         self.network = NetworkPolicy(cfg.weights_addr, self.metrics)
         self.actors = ActorChooser(self.peers.expert, self.network, cfg.expert_ratio, cfg.epsilon,
                                    cfg.expert_timeout_ms, cfg.expert_backoff_s, self.metrics, self.rng,
-                                   ActorSchedule(cfg.actor_draw, cfg.actor_segment_ticks))
+                                   ActorSchedule(cfg.actor_draw, cfg.actor_segment_ticks), cfg.expert_labels)
         self.evaluations = EvaluationScheduler()
         self.stream_id = f"{cfg.worker_id}:{uuid.uuid4().hex[:8]}"
         self.tracker = EpisodeTracker(RewardConfig(cfg.reward_scale, cfg.reward_clip, cfg.death_penalty,
@@ -114,18 +115,20 @@ class EmulatorWorker:
                 session.load()
                 self.evaluations.load_sent()
             elif tick.kind is TickKind.START and not session.has_start_state:
-                session.save()  # neutral inputs on this tick: recorded as a random no-op
-                decision = (ACTOR_RANDOM, NOOP)
+                session.save()  # neutral inputs on this tick: recorded as a random no-op, unlabelled
+                decision = (ACTOR_RANDOM, NOOP, NO_ACTION)
             elif tick.decides:
                 ram, prev = tick.ram, self._prev_ram
-                actor, action = self.actors.choose(lambda: decode_ram(ram[None]), lambda: self.network.act(ram, prev),
+                state_fn = lambda: decode_ram(ram[None])  # noqa: E731
+                actor, action = self.actors.choose(state_fn, lambda: self.network.act(ram, prev),
                                                    self.evaluations.evaluating)
-                decision = (actor, session.act(action))
+                played = session.act(action)   # answered: the label's expert call overlaps MAME's next tick
+                decision = (actor, played, self.actors.label(actor, action, state_fn, session.gate))
             else:
                 session.pass_tick()
             self._after_tick(tick, decision)
 
-    def _after_tick(self, tick: Tick, decision: tuple[int, int] | None) -> None:
+    def _after_tick(self, tick: Tick, decision: tuple[int, int, int] | None) -> None:
         self._video_frame = tick.video_frame
         prev, self._prev_ram = self._prev_ram, (tick.ram if tick.decides else None)
         records, ends = self.tracker.observe(tick, prev, decision, evaluation=self.evaluations.evaluating)

@@ -15,7 +15,10 @@ Importance-weighted Huber TD loss (w_i from prioritized replay)::
     delta_i = Q_online(s_i, a_i) - y_i           # [B]
     L_TD = mean_i w_i * huber_k(delta_i),  huber_k(x) = x^2/2 if |x| <= k else k(|x| - k/2)
 
-Large-margin behaviour cloning (DQfD), expert rows E only (margin m = BC_MARGIN, in Q units)::
+Large-margin behaviour cloning (DQfD) over the labelled rows E (margin m = BC_MARGIN, in Q units),
+where a^E_i is the expert's choice on s_i: its own action on the rows it played and, with the
+workers' EXPERT_LABELS, its answer on the network's states too (DAgger: the clone learns what to do
+where its own mistakes take it, which the expert's rows never show)::
     L_BC = mean_{i in E} [ max_a (Q(s_i, a) + m * 1[a != a^E_i]) - Q(s_i, a^E_i) ]
 
 Total loss L = L_TD + lambda_BC * L_BC, averaged over k micro-batches (gradient accumulation).
@@ -56,11 +59,13 @@ def td_loss(q_taken: Tensor, target: Tensor, weight: Tensor, huber_delta: float 
     return (weight * per_row).mean(), td_error.detach()
 
 
-def bc_margin_loss(q: Tensor, action: Tensor, is_expert: Tensor, margin: float = 0.8) -> Tensor:
-    """DQfD large-margin loss over expert rows (q [B, A], action [B], is_expert [B] bool); 0 when there are none."""
-    if not bool(is_expert.any()):
+def bc_margin_loss(q: Tensor, expert_action: Tensor, margin: float = 0.8) -> Tensor:
+    """DQfD large-margin loss over labelled rows (q [B, A], expert_action [B] long, -1 = no label);
+    0 when there are none."""
+    labelled = expert_action >= 0  # [B]
+    if not bool(labelled.any()):
         return q.new_zeros(())
-    q_e, a_e = q[is_expert], action[is_expert]  # [E, A], [E]
+    q_e, a_e = q[labelled], expert_action[labelled]  # [E, A], [E]
     margins = torch.full_like(q_e, margin).scatter_(1, a_e.unsqueeze(1), 0.0)  # [E, A]
     q_expert = q_e.gather(1, a_e.unsqueeze(1)).squeeze(1)  # [E]
     return ((q_e + margins).max(dim=1).values - q_expert).mean()
@@ -100,7 +105,7 @@ class Batch:
     discount: Tensor  # [B] gamma^h, 0 if terminal
     next_state: Tensor  # [B, D]
     weight: Tensor  # [B] importance-sampling weights
-    is_expert: Tensor  # [B] bool
+    expert_action: Tensor  # [B] long: the expert's choice on state, -1 where unlabelled
 
 
 def train_step(online: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
@@ -123,7 +128,7 @@ def train_step(online: nn.Module, target: nn.Module, optimizer: torch.optim.Opti
         q_taken = q.gather(1, mb.action.unsqueeze(1)).squeeze(1)  # [B]
         loss, td_err = td_loss(q_taken, y, mb.weight.float())
         if bc_weight > 0.0:
-            loss = loss + bc_weight * bc_margin_loss(q, mb.action, mb.is_expert, bc_margin)
+            loss = loss + bc_weight * bc_margin_loss(q, mb.expert_action, bc_margin)
         scaled = loss / k
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total_loss += float(scaled.detach())

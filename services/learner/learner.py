@@ -33,7 +33,7 @@ import zmq
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.config import ConfigError
 from tempest_common.limited_log import LimitedLog
-from tempest_common.messages import ACTOR_EXPERT, EpisodeSummary, Heartbeat, SampleReply, WeightsSchedule
+from tempest_common.messages import EpisodeSummary, Heartbeat, SampleReply, WeightsSchedule
 from tempest_common.network import DuelingQNetwork
 from tempest_common.socket_limits import SMALL_MESSAGE_BYTES, limit_message_size, watch_dropped_connections
 from tempest_common.wire import MessageError, decode, encode
@@ -308,7 +308,7 @@ class Learner:
         t = lambda a, dtype: torch.from_numpy(np.array(a)).to(self.device, dtype, non_blocking=True)  # noqa: E731
         return Batch(state=t(r.state, torch.float32), action=t(r.action, torch.long), reward=t(r.reward, torch.float32),
                      discount=t(r.discount, torch.float32), next_state=t(r.next_state, torch.float32),
-                     weight=t(r.weight, torch.float32), is_expert=t(r.actor == ACTOR_EXPERT, torch.bool))
+                     weight=t(r.weight, torch.float32), expert_action=t(r.expert_action, torch.long))
 
     def effective_lr(self) -> float:
         s = self.live

@@ -9,7 +9,8 @@ the rest is trained on.
 
 Reasons (the label of tempest_learner_rejected_rows_total; a row is counted once, under the first
 that applies):
-  - action_out_of_range: action not in 0..NUM_ACTIONS-1;
+  - action_out_of_range: action not in 0..NUM_ACTIONS-1, or an expert label (expert_action) not
+    in -1..NUM_ACTIONS-1 (it indexes Q in the imitation loss as the action does in the TD loss);
   - nonfinite: NaN or infinity in state, next_state, reward, discount or weight;
   - value_out_of_range: finite but impossible: |state| or |next_state| > MAX_ABS_STATE (every
     feature is within [-1, 1]), |reward| > MAX_ABS_RETURN (an n-step sum of rows the wire bounds),
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tempest_common.actions import NUM_ACTIONS
-from tempest_common.messages import MAX_ABS_REWARD, SampleReply
+from tempest_common.messages import MAX_ABS_REWARD, NO_ACTION, SampleReply
 
 REJECT_REASONS = ("action_out_of_range", "nonfinite", "value_out_of_range")
 MAX_ABS_STATE = 1e6
@@ -52,7 +53,8 @@ def _rows_finite(a: np.ndarray) -> np.ndarray:
 
 def screen_sample(reply: SampleReply) -> Screened:
     """Split `reply` into the rows fit to train on and the bad ones (see the module docstring)."""
-    action_ok = (reply.action >= 0) & (reply.action < NUM_ACTIONS)
+    action_ok = ((reply.action >= 0) & (reply.action < NUM_ACTIONS)
+                 & (reply.expert_action >= NO_ACTION) & (reply.expert_action < NUM_ACTIONS))
     values = ((reply.state, -MAX_ABS_STATE, MAX_ABS_STATE), (reply.next_state, -MAX_ABS_STATE, MAX_ABS_STATE),
               (reply.reward, -MAX_ABS_RETURN, MAX_ABS_RETURN), (reply.discount, 0.0, 1.0),
               (reply.weight, 0.0, MAX_WEIGHT))

@@ -47,7 +47,8 @@ def _zero_batch(state_dim: int) -> Callable[[int], TransitionBatch]:
     def make(rows: int) -> TransitionBatch:
         z = lambda dt: np.zeros(rows, dt)  # noqa: E731
         return TransitionBatch("s" * 64, "w" * 64, z(np.int64), z(np.int32), z(np.uint8), z(np.int16),
-                               z(np.float32), z(np.float32), z(bool), z(bool), np.zeros((rows, state_dim), np.float32))
+                               z(np.float32), z(np.float32), z(bool), z(bool), np.zeros((rows, state_dim), np.float32),
+                               z(np.int16))
     return make
 
 
@@ -71,7 +72,7 @@ def largest_sample_reply_bytes(state_dim: int) -> int:
         z = lambda dt: np.zeros(rows, dt)  # noqa: E731
         s = np.zeros((rows, state_dim), np.float32)
         return SampleReply(-2**63, None, z(np.uint64), s, z(np.int16), z(np.float32), z(np.float32), s,
-                           z(np.float32), z(np.uint8))
+                           z(np.float32), z(np.uint8), z(np.int16))
     return _max_encoded_size_at(make, MAX_SAMPLE_ROWS)
 
 

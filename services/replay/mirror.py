@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tempest_common.messages import TransitionBatch
+from tempest_common.messages import NO_ACTION, TransitionBatch
 
 from .limits import PRIORITY_CAP
 from .nstep import NStepReturns
@@ -32,6 +32,7 @@ class Sample:
     next_state: np.ndarray
     weight: np.ndarray
     actor: np.ndarray
+    expert_action: np.ndarray   # the row's expert label, NO_ACTION (-1) where the expert was not asked
 
 
 MAX_STREAMS = 4096   # streams whose last row is remembered for linking (workers: one stream each)
@@ -46,6 +47,7 @@ class ReplayMirror:
         self.new_priority_cap = new_priority_cap  # PER_NEW_PRIORITY_CAP (0 = off)
         self.state = np.zeros((capacity, state_dim), state_dtype)
         self.action = np.zeros(capacity, np.int16)
+        self.expert_action = np.full(capacity, NO_ACTION, np.int16)   # DAgger labels (TransitionBatch)
         self.reward = np.zeros(capacity, np.float32)        # game + shaping, what n-step sums
         self.reward_game = np.zeros(capacity, np.float32)
         self.reward_shaping = np.zeros(capacity, np.float32)
@@ -83,6 +85,7 @@ class ReplayMirror:
         self.size = min(self.capacity, self.size + int(np.count_nonzero(self.seq[rows] < 0)))
         self.state[rows] = batch.state
         self.action[rows] = batch.action
+        self.expert_action[rows] = batch.expert_action
         self.reward_game[rows] = batch.reward_game
         self.reward_shaping[rows] = batch.reward_shaping
         self.reward[rows] = batch.reward_game + batch.reward_shaping
@@ -123,7 +126,8 @@ class ReplayMirror:
         b, st = batch_size, (self.state.dtype, (batch_size, self.state_dim))
         return {"index": (np.dtype(np.uint64), (b,)), "state": st, "action": (np.dtype(np.int16), (b,)),
                 "reward": (np.dtype(np.float32), (b,)), "discount": (np.dtype(np.float32), (b,)),
-                "next_state": st, "weight": (np.dtype(np.float32), (b,)), "actor": (np.dtype(np.uint8), (b,))}
+                "next_state": st, "weight": (np.dtype(np.float32), (b,)), "actor": (np.dtype(np.uint8), (b,)),
+                "expert_action": (np.dtype(np.int16), (b,))}
 
     def sample(self, batch_size: int, n: int, gamma: float, prioritized: bool, beta: float,
                rng: np.random.Generator, max_rounds: int = 8, out: dict[str, np.ndarray] | None = None) -> Sample:
@@ -169,6 +173,7 @@ class ReplayMirror:
         np.take(self.seq, chosen, out=out["index"].view(np.int64), mode="clip")   # live rows: seq >= 0
         np.take(self.action, chosen, out=out["action"], mode="clip")
         np.take(self.actor, chosen, out=out["actor"], mode="clip")
+        np.take(self.expert_action, chosen, out=out["expert_action"], mode="clip")
         rows = self.state.view(np.uint8)
         np.take(rows, chosen, axis=0, out=out["state"].view(np.uint8), mode="clip")
         np.take(rows, boot, axis=0, out=out["next_state"].view(np.uint8), mode="clip")

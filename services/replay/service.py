@@ -76,7 +76,7 @@ class ReplayService:
         done, t0, last_report = 0, time.monotonic(), time.monotonic()
         for seq, payload in self.store.iter_payloads(chunks):
             try:
-                batch = decode(payload, expect=TransitionBatch)
+                batch = decode(payload, expect=TransitionBatch)   # schema 1 too: labels derived (wire.UPGRADES)
                 stored = self._conform(batch)
                 if not self._finite(stored):   # stored before the check was made in the stored dtype
                     raise ValueError(f"NaN/inf values or states beyond {self.mirror.state.dtype}")

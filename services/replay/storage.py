@@ -2,8 +2,9 @@
 
 Layout (prefix `REPLAY_REDIS_PREFIX`, default "tempest:replay"):
   {p}:chunk:{seq}    string: one TransitionBatch exactly as it arrived on the wire (msgpack,
-                     states as sent: float16 by default); `seq` = global sequence number of its
-                     first row, so slot = seq % capacity survives restarts
+                     states as sent: float16 by default, in the schema it was sent in: a
+                     schema-1 chunk decodes with derived expert labels); `seq` = global sequence
+                     number of its first row, so slot = seq % capacity survives restarts
   {p}:chunks         list of "{seq}:{rows}", oldest first (the ring's order)
   {p}:rows           int: rows held in chunks (bounded by the capacity: oldest chunks go first)
   {p}:next_seq       int: the next row's sequence number

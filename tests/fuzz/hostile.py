@@ -94,7 +94,7 @@ def wire_mutation(rng: np.random.Generator, valid, malformed: str, unexpected_ki
         other = [[1, 2, 3], 7, "expert_request", None, 1.5, b"\x00" * 8, True][int(rng.integers(0, 7))]
         return Shot([pack(other)], (malformed, "not_a_map"), "not_a_map")
     if k == 6:
-        obj["v"] = [0, 2, 99, -1, U64_MAX, I64_MIN, "1", None, True, 1.0][int(rng.integers(0, 10))]
+        obj["v"] = [0, SCHEMA_VERSION + 1, 99, -1, U64_MAX, I64_MIN, "2", None, True, 2.0][int(rng.integers(0, 10))]
         return Shot([pack(obj)], (malformed, "wrong_version"), "wrong_version")
     if k == 7:
         del obj["v"]

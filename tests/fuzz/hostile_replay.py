@@ -2,12 +2,14 @@
 priority updates); the Shot conventions are in hostile.py."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterator
 
 import numpy as np
 
 from tempest_common.actions import NUM_ACTIONS
-from tempest_common.messages import MAX_BATCH_ROWS, PriorityUpdate, SampleRequest, TransitionBatch
+from tempest_common.messages import (ACTOR_EXPERT, MAX_BATCH_ROWS, PriorityUpdate, SampleRequest, TransitionBatch,
+                                     expert_labels)
 from tempest_common.wire import encode
 from tests.fuzz.hostile import (
     REJECT, U64_MAX, I64_MAX, NAN, INF, REPLAY_MALFORMED, REPLAY_REFUSED, REPLAY_BAD_PRIORITIES,
@@ -17,19 +19,32 @@ from tests.fuzz.hostile import (
 # -- replay PULL: TransitionBatch ------------------------------------------------------------------
 def transitions(rng: np.random.Generator, rows: int, state_dim: int, stream: str = "fuzz",
                 dtype=np.float16, state=None, **override) -> TransitionBatch:
-    """A real-looking batch: one stream, steps in order, states in [0, 1], no terminal row."""
+    """A real-looking batch: one stream, steps in order, states in [0, 1], no terminal row;
+    expert labels on the expert's rows (its action) and on most others (any action)."""
+    actor = rng.integers(0, 4, rows).astype(np.uint8)
+    action = rng.integers(0, NUM_ACTIONS, rows).astype(np.int16)
     z = {
         "stream_id": stream, "worker_id": "fuzz-worker",
         "episode_id": np.full(rows, int(rng.integers(0, 1000)), np.int64),
-        "step": np.arange(rows, dtype=np.int32), "actor": rng.integers(0, 4, rows).astype(np.uint8),
-        "action": rng.integers(0, NUM_ACTIONS, rows).astype(np.int16),
+        "step": np.arange(rows, dtype=np.int32), "actor": actor, "action": action,
         "reward_game": rng.choice([0.0, 0.0, 0.0, 150.0], rows).astype(np.float32),
         "reward_shaping": np.full(rows, 0.01, np.float32),
         "terminal": np.zeros(rows, bool), "truncated": np.zeros(rows, bool),
         "state": rng.random((rows, state_dim)).astype(dtype) if state is None else state,
+        "expert_action": np.where((actor != ACTOR_EXPERT) & (rng.random(rows) < 0.7),
+                                  rng.integers(0, NUM_ACTIONS, rows), expert_labels(actor, action)).astype(np.int16),
     }
     z.update(override)
     return TransitionBatch(**z)
+
+
+# every per-row field (expert_action since schema 2): what a batch of another row count replaces
+ROW_FIELDS = tuple(f.name for f in dataclasses.fields(TransitionBatch) if f.metadata.get("rows"))
+
+
+def schema1(obj: dict) -> bytes:
+    """A wire map sent as schema 1 (before expert labels): version 1, no expert_action."""
+    return pack({**{k: v for k, v in obj.items() if k != "expert_action"}, "v": 1})
 
 
 def replay_pull_shots(rng: np.random.Generator, n: int, state_dim: int) -> Iterator[Shot]:
@@ -66,6 +81,14 @@ def replay_pull_shots(rng: np.random.Generator, n: int, state_dim: int) -> Itera
         (3, build("reward_nan", (M, "bad_field"), reward_shaping=lambda b: np.full(b, NAN, np.float32))),
         (3, build("action_out_of_range", (M, "bad_field"),
                   action=lambda b: np.full(b, [NUM_ACTIONS, 32767, -2, -32768][int(rng.integers(0, 4))], np.int16))),
+        (3, build("expert_action_out_of_range", (M, "bad_field"), expert_action=lambda b: np.full(
+            b, [NUM_ACTIONS, 32767, -2, -32768][int(rng.integers(0, 4))], np.int16))),
+        (2, build("expert_action_int32", (M, "bad_field"), expert_action=lambda b: np.zeros(b, np.int32))),
+        # schema 1 still reads (stored chunks, a worker mid-upgrade): labels derived; with labels
+        # it is not schema 1 (an extra field)
+        (2, lambda: Shot([schema1(wire_map(transitions(rng, rows(), state_dim)))], None, "schema1")),
+        (2, lambda: Shot([pack({**wire_map(transitions(rng, rows(), state_dim)), "v": 1})], (M, "bad_field"),
+                         "schema1_with_labels")),
         (3, build("actor_out_of_range", (M, "bad_field"),
                   actor=lambda b: np.full(b, int(rng.integers(4, 256)), np.uint8))),
         (2, build("episode_negative", (M, "bad_field"), episode_id=lambda b: np.full(b, -1, np.int64))),
@@ -81,8 +104,8 @@ def replay_pull_shots(rng: np.random.Generator, n: int, state_dim: int) -> Itera
                   terminal=lambda b: {"dtype": "|b1", "shape": [b], "data": b"\x02" * b})),
         (1, build("empty_batch", None, **{k: (lambda dt: (lambda b: np.zeros(0, dt)))(dt) for k, dt in (
             ("episode_id", np.int64), ("step", np.int32), ("actor", np.uint8), ("action", np.int16),
-            ("reward_game", np.float32), ("reward_shaping", np.float32), ("terminal", bool), ("truncated", bool))},
-            state=lambda b: np.zeros((0, state_dim), np.float16))),
+            ("reward_game", np.float32), ("reward_shaping", np.float32), ("terminal", bool), ("truncated", bool),
+            ("expert_action", np.int16))}, state=lambda b: np.zeros((0, state_dim), np.float16))),
         (2, lambda: Shot([encode(transitions(rng, rows(), state_dim, stream=rng.bytes(8).hex() * 4))], None,
                          "random_stream_id")),
         (5, lambda: array_attack(rng, wire_map(transitions(rng, rows(), state_dim)),
@@ -106,8 +129,7 @@ def replay_pull_specials(rng: np.random.Generator, state_dim: int) -> Iterator[S
         b = MAX_BATCH_ROWS + 1
         obj = wire_map(transitions(rng, 1, state_dim))
         big = transitions(rng, b, state_dim, dtype=np.float16)
-        for name in ("episode_id", "step", "actor", "action", "reward_game", "reward_shaping", "terminal",
-                     "truncated", "state"):
+        for name in ROW_FIELDS:
             obj[name] = array_map(getattr(big, name))
         yield Shot([pack(obj)], None, "rows_over_max")
 
@@ -172,6 +194,9 @@ def replay_router_shots(rng: np.random.Generator, n: int, filled: int) -> Iterat
                                          PriorityUpdate(rid(), np.arange(4, dtype=np.uint64), np.ones(4, np.float32))]
                                    [int(rng.integers(0, 2))], M, unexpected)),
         (1, lambda: Shot([b"junk", encode(SampleRequest(rid(), 8, 1, 0.9, False, 0.4, 0.0))], None, "multipart")),
+        # only transitions read as schema 1 (stored chunks); a schema-1 request is refused
+        (1, lambda: Shot([pack({**wire_map(SampleRequest(rid(), 8, 1, 0.9, False, 0.4, 0.0)), "v": 1})],
+                         (M, "wrong_version"), "schema1_request")),
     ]
     if filled:
         table += [

@@ -70,7 +70,7 @@ def test_a_network_trained_on_expert_rows_picks_the_experts_actions_on_unseen_li
         t = lambda key, dtype=torch.float32: torch.as_tensor(train[key][i], dtype=dtype)  # noqa: E731
         batch = Batch(state=t("state"), action=t("action", torch.long), reward=t("reward"),
                       discount=torch.as_tensor(GAMMA * (1.0 - train["done"][i]), dtype=torch.float32),
-                      next_state=t("next_state"), weight=torch.ones(256), is_expert=torch.ones(256, dtype=torch.bool))
+                      next_state=t("next_state"), weight=torch.ones(256), expert_action=t("action", torch.long))
         stats = train_step(online, target, optimizer, [batch], max_grad_norm=10.0, clamp=None, bc_weight=1.0,
                            bc_margin=0.05)
         assert stats.applied

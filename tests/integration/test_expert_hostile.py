@@ -23,7 +23,7 @@ from services.expert.service import MAX_MESSAGES_PER_TURN, ExpertService, max_re
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.game_state import FIELD_SPECS, GameState, decode_ram
 from tempest_common.messages import ExpertReply, ExpertRequest
-from tempest_common.wire import decode, encode
+from tempest_common.wire import SCHEMA_VERSION, decode, encode
 from tests.conftest import free_port, scrape, start_service, stop_process, wait_for
 from tests.fuzz.hostile_services import any_states
 from tests.unit.recorded import FIRST_LIVES
@@ -215,7 +215,7 @@ def test_rejects_are_logged_one_line_per_reason_however_many(served, caplog):
 def test_error_details_echoed_are_bounded(served):
     s = served()
     sock = s.dealer()
-    hostile = {"v": 1, "kind": "expert_request", "request_id": 5,
+    hostile = {"v": SCHEMA_VERSION, "kind": "expert_request", "request_id": 5,
                "states": {"layout": "x" * 200_000, "n": 0, "data": b""}}
     sock.send(msgpack.packb(hostile))
     reply = reply_of(sock)

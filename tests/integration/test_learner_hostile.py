@@ -89,7 +89,7 @@ def rows(req: SampleRequest, poison: bool = True, all_bad: bool = False) -> Samp
         reward[:] = np.nan
     return SampleReply(req.request_id, None, np.arange(b, dtype=np.uint64), state, action, reward,
                        np.full(b, 0.9, np.float32), next_state, np.ones(b, np.float32),
-                       np.zeros(b, np.uint8))
+                       np.zeros(b, np.uint8), action.copy())   # expert rows: labelled with their action
 
 
 def learner_env(tmp_path, replay_url: str) -> dict:

@@ -287,7 +287,7 @@ def test_a_nan_batch_is_skipped_and_counted(tmp_path):
     reward = np.array([0.0, np.nan, 1.0, 0.0], np.float32)
     reply = SampleReply(1, None, np.arange(b, dtype=np.uint64), one_hot([0, 1, 2, 3]), np.zeros(b, np.int16),
                         reward, np.full(b, GAMMA, np.float32), one_hot([1, 2, 3, 3]), np.ones(b, np.float32),
-                        np.full(b, 2, np.uint8))
+                        np.full(b, 2, np.uint8), np.full(b, -1, np.int16))
     learner.step([reply])
     assert registry.get_sample_value("tempest_learner_nonfinite_batches_total") == 1
     assert learner.steps == 0 and all(torch.equal(a, p) for a, p in zip(before, learner.online.parameters()))

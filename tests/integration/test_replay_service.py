@@ -13,6 +13,7 @@ import zmq
 
 from services.replay.client import ReplayClient, ReplayRefused, TransitionSender
 from tempest_common.messages import TransitionBatch
+from tempest_common.wire import SCHEMA_VERSION
 from tests.conftest import free_port, scrape, start_service, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
@@ -217,7 +218,7 @@ def test_refusals_cap_and_bad_input(replay):
     for b in to_batches("s", bad, 10):
         sender.send(b)
     raw.send(b"garbage")
-    raw.send(msgpack.packb({"v": 2, "kind": "transitions"}))
+    raw.send(msgpack.packb({"v": SCHEMA_VERSION + 1, "kind": "transitions"}))   # a version never written
     wait_for(lambda: scrape(ports["metrics"])['tempest_replay_malformed_total{reason="wrong_version"}'] == 1, 10,
              what="malformed batches counted")
     assert scrape(ports["metrics"])['tempest_replay_malformed_total{reason="not_msgpack"}'] == 1

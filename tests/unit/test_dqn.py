@@ -72,12 +72,14 @@ def test_bc_margin_loss_hand_computed():
     q = torch.tensor([[1.0, 2.0, 0.5], [3.0, 0.0, 1.0]])
     a = torch.tensor([0, 0])
     # row 0: max(1.0, 2.8, 1.3) - 1.0 = 1.8; row 1: max(3.0, 0.8, 1.8) - 3.0 = 0
-    both = bc_margin_loss(q, a, torch.tensor([True, True]), margin=0.8)
+    both = bc_margin_loss(q, a, margin=0.8)
     assert float(both) == pytest.approx(0.9)
-    first = bc_margin_loss(q, a, torch.tensor([True, False]), margin=0.8)
+    first = bc_margin_loss(q, torch.tensor([0, -1]), margin=0.8)   # -1: row 1 has no label
     assert float(first) == pytest.approx(1.8)
-    none = bc_margin_loss(q, a, torch.tensor([False, False]), margin=0.8)
+    none = bc_margin_loss(q, torch.tensor([-1, -1]), margin=0.8)
     assert float(none) == 0.0
+    # row 1 labelled 1 instead: max(3.8, 0.0, 1.8) - 0.0 = 3.8
+    assert float(bc_margin_loss(q, torch.tensor([0, 1]), margin=0.8)) == pytest.approx((1.8 + 3.8) / 2)
 
 
 def test_soft_update_closed_form():
@@ -104,7 +106,7 @@ def _random_batch(n, d=6, a=4, seed=1):
         reward=torch.randn(n, generator=g) * 3, discount=torch.full((n,), 0.99 ** 5).where(
             torch.rand(n, generator=g) > 0.2, torch.tensor(0.0)),
         next_state=torch.randn(n, d, generator=g), weight=torch.rand(n, generator=g) + 0.5,
-        is_expert=torch.rand(n, generator=g) > 0.5)
+        expert_action=torch.where(torch.rand(n, generator=g) > 0.5, torch.randint(0, a, (n,), generator=g), -1))
 
 
 def _split(b: Batch, k: int) -> list[Batch]:
@@ -191,27 +193,32 @@ def test_dueling_forward_shape_and_identity():
     assert DuelingQNetwork(200, 44).param_count() > 0
 
 
-# Q of 4 rows (3 actions): expert actions 0, 2, 0; row 3 is not an expert row
+# Q of 4 rows (3 actions), played actions 0, 1, 0, 0.  Labels: row 0 the expert's own row (label =
+# action); rows 1 and 2 the network's, labelled by the expert with 2 and 0 (row 1 against the action
+# played); row 3 the network's, unlabelled (-1)
 BC_Q = [[1.0, 1.02, 0.9], [0.5, 0.6, 0.58], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]]
-BC_ACTION = torch.tensor([0, 2, 0, 0])
-BC_EXPERT = torch.tensor([True, True, True, False])
+BC_ACTION = torch.tensor([0, 1, 0, 0])
+BC_LABEL = torch.tensor([0, 2, 0, -1])
 
 
 def test_bc_margin_loss_small_margin_hand_computed():
     q = torch.tensor(BC_Q)
     # m = 0.05: row 0: max(1.0, 1.07, 0.95) - 1.0 = 0.07; row 1: max(0.55, 0.65, 0.58) - 0.58 = 0.07;
-    # row 2: max(2.0, 0.05, 0.05) - 2.0 = 0; row 3 (3.05 - 0) is not an expert row: ignored
-    assert float(bc_margin_loss(q, BC_ACTION, BC_EXPERT, margin=0.05)) == pytest.approx(0.14 / 3)
+    # row 2: max(2.0, 0.05, 0.05) - 2.0 = 0; row 3 (3.05 - 0) has no label: ignored
+    assert float(bc_margin_loss(q, BC_LABEL, margin=0.05)) == pytest.approx(0.14 / 3)
     # the default m = 0.8: 0.82, 0.82, 0
-    assert float(bc_margin_loss(q, BC_ACTION, BC_EXPERT)) == pytest.approx(1.64 / 3)
-    assert float(bc_margin_loss(q, BC_ACTION, BC_EXPERT, margin=0.0)) == pytest.approx(0.04 / 3)
+    assert float(bc_margin_loss(q, BC_LABEL)) == pytest.approx(1.64 / 3)
+    assert float(bc_margin_loss(q, BC_LABEL, margin=0.0)) == pytest.approx(0.04 / 3)
+    # the label, not the action played, is imitated: row 1 labelled with its action (1) would cost
+    # max(0.55, 0.6, 0.63) - 0.6 = 0.03 instead of 0.07
+    assert float(bc_margin_loss(q, BC_ACTION.where(BC_LABEL >= 0, -1), margin=0.05)) == pytest.approx(0.10 / 3)
 
 
 def test_train_step_passes_weight_and_margin_to_the_bc_loss():
     table = BC_Q + [[0.0, 0.0, 0.0]] * 4                  # rows 4..7: the next states
     batch = Batch(state=torch.tensor([[0.0], [1.0], [2.0], [3.0]]), action=BC_ACTION,
                   reward=torch.tensor([1.0, 0.0, -1.0, 0.5]), discount=torch.zeros(4),
-                  next_state=torch.tensor([[4.0], [5.0], [6.0], [7.0]]), weight=torch.ones(4), is_expert=BC_EXPERT)
+                  next_state=torch.tensor([[4.0], [5.0], [6.0], [7.0]]), weight=torch.ones(4), expert_action=BC_LABEL)
 
     def loss(**bc):
         online = LookupQ(table)

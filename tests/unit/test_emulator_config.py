@@ -14,6 +14,12 @@ def test_defaults_load():
     cfg = load_emulator_config({})
     assert isinstance(cfg, EmulatorConfig) and cfg.state_dtype == "float16"
     assert (cfg.actor_draw, cfg.actor_segment_ticks) == ("tick", 200)   # today's per-tick draw
+    assert cfg.expert_labels is True   # imitation labels on the network's own states, by default
+
+
+@pytest.mark.parametrize("value,expected", [("0", False), ("off", False), ("true", True), ("", True)])
+def test_expert_labels_setting_loads(value, expected):
+    assert load_emulator_config({"EXPERT_LABELS": value}).expert_labels is expected
 
 
 def test_actor_draw_settings_load():
@@ -30,6 +36,7 @@ def test_actor_draw_settings_load():
     ("ACTOR_DRAW", "episode", "ACTOR_DRAW=episode"),
     ("ACTOR_SEGMENT_TICKS", "0", "ACTOR_SEGMENT_TICKS=0"),
     ("ACTOR_SEGMENT_TICKS", "100001", "ACTOR_SEGMENT_TICKS=100001"),
+    ("EXPERT_LABELS", "sometimes", "EXPERT_LABELS=sometimes"),
 ])
 def test_bad_values_name_the_variable(var, value, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -22,13 +22,13 @@ from tests.conftest import free_port
 D = 3
 
 
-def sample(action, state=None, reward=None, discount=None, weight=None) -> SampleReply:
+def sample(action, state=None, reward=None, discount=None, weight=None, label=None) -> SampleReply:
     b = len(action)
     f = lambda v, default: np.asarray(default if v is None else v, np.float32)  # noqa: E731
     state = f(state, np.zeros((b, D)))
     return SampleReply(7, None, np.arange(100, 100 + b, dtype=np.uint64), state, np.asarray(action, np.int16),
                        f(reward, np.ones(b)), f(discount, np.full(b, 0.9)), state + 1, f(weight, np.ones(b)),
-                       np.zeros(b, np.uint8))
+                       np.zeros(b, np.uint8), np.asarray(action if label is None else label, np.int16))
 
 
 # -- 1. a poisoned sample --------------------------------------------------------------------------
@@ -46,6 +46,13 @@ def test_bad_rows_are_taken_out_and_named_by_reason():
     assert kept.index.tolist() == [100, 106] and kept.action.tolist() == [0, NUM_ACTIONS - 1]
     assert kept.state.shape == (2, D) and kept.request_id == 7
     kept.validate()
+
+
+def test_an_expert_label_out_of_range_is_a_bad_row_and_no_label_is_not():
+    # the imitation loss indexes Q with the label: 44 would raise there as action 44 does in the TD loss
+    screened = screen_sample(sample([0, 1, 2, 3], label=[-1, NUM_ACTIONS, -2, NUM_ACTIONS - 1]))
+    assert screened.rejected == {"action_out_of_range": 2}
+    assert screened.kept.index.tolist() == [100, 103] and screened.kept.expert_action.tolist() == [-1, NUM_ACTIONS - 1]
 
 
 def test_a_good_reply_is_passed_through_uncopied_and_an_all_bad_one_keeps_nothing():

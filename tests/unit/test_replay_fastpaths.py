@@ -17,7 +17,8 @@ def test_inplace_bytes_equal_encode(b, d, state_dtype):
     arrays = dict(index=rng.integers(0, 2**40, b).astype(np.uint64), state=rng.random((b, d)).astype(state_dtype),
                   action=rng.integers(-1, 40, b).astype(np.int16), reward=rng.random(b).astype(np.float32),
                   discount=rng.random(b).astype(np.float32), next_state=rng.random((b, d)).astype(state_dtype),
-                  weight=rng.random(b).astype(np.float32), actor=rng.integers(0, 3, b).astype(np.uint8))
+                  weight=rng.random(b).astype(np.float32), actor=rng.integers(0, 3, b).astype(np.uint8),
+                  expert_action=rng.integers(-1, 44, b).astype(np.int16))
     spare = np.empty(10, np.uint8)  # too small: InPlace allocates its own
     for buffer in (None, spare, np.full(20_000_000, 7, np.uint8)):
         out = InPlace(SampleReply, {"request_id": 2**40 + b, "error": None},

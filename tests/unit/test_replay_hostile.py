@@ -15,12 +15,14 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from services.replay.config import load_replay_config
+from services.replay.inplace import InPlace
 from services.replay.limits import (MAX_PARKED, MAX_PRIORITY_ROWS, MAX_SAMPLE_ROWS, MAX_WAIT_S, PRIORITY_CAP,
-                                    _zero_batch, largest_priority_update_bytes, largest_transition_batch_bytes)
+                                    _zero_batch, largest_priority_update_bytes, largest_sample_reply_bytes,
+                                    largest_transition_batch_bytes)
 from services.replay.metrics import ReplayMetrics
 from services.replay.mirror import ReplayMirror
 from services.replay.service import ReplayService
-from tempest_common.messages import MAX_BATCH_ROWS, PriorityUpdate, SampleRequest, TransitionBatch
+from tempest_common.messages import MAX_BATCH_ROWS, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
 from tempest_common.socket_limits import max_encoded_size
 from tempest_common.wire import decode, encode
 
@@ -219,6 +221,19 @@ def test_size_limits_hold_the_largest_legitimate_messages():
     exact = max_encoded_size(PriorityUpdate(-2**63, np.zeros(MAX_PRIORITY_ROWS, np.uint64),
                                             np.zeros(MAX_PRIORITY_ROWS, np.float32)))
     assert exact <= largest_priority_update_bytes() <= exact * 1.01
+
+
+def test_sample_reply_limit_holds_the_largest_reply_the_service_builds():
+    """The client's limit against a reply built as the service builds it (every field of
+    sample_layout, expert labels included), float32 states: within 1%, so a field left out of
+    largest_sample_reply_bytes (2 of ~90 bytes a row here) shows."""
+    rows = MAX_SAMPLE_ROWS
+    out = InPlace(SampleReply, {"request_id": -2**63, "error": None},
+                  ReplayMirror(1000, D, np.float32).sample_layout(rows))
+    for a in out.arrays.values():
+        a[...] = 0
+    exact = max_encoded_size(decode(bytes(out.finish()), expect=SampleReply))
+    assert exact <= largest_sample_reply_bytes(D) <= exact * 1.01
 
 
 def test_sockets_carry_the_limits(replay):

@@ -64,7 +64,7 @@ def test_expect_filters_kinds():
     assert _reason(data, expect=m.SampleReply) == "unexpected_kind"
 
 
-@pytest.mark.parametrize("v", [0, 2, None, "1", True, 1.0])
+@pytest.mark.parametrize("v", [0, 1, 3, None, "2", True, 2.0])
 def test_wrong_version(v):
     obj = _raw(EXAMPLES["ack"])
     obj["v"] = v
@@ -72,6 +72,30 @@ def test_wrong_version(v):
         decode(msgpack.packb(obj))
     assert e.value.reason == "wrong_version"
     assert f"got version {v!r}, expected {SCHEMA_VERSION}" in str(e.value)
+
+
+def test_schema_1_transitions_still_read_with_derived_labels():
+    """Schema 1 had no expert labels; the replay keeps transition batches as wire bytes, so the
+    bytes a schema-1 worker sent (golden, kept from then) must still read: the expert's own rows
+    labelled with its action, the others unlabelled."""
+    old = (GOLDEN / "v1" / "transitions.msgpack").read_bytes()
+    assert msgpack.unpackb(old)["v"] == 1 and "expert_action" not in msgpack.unpackb(old)
+    batch = decode(old, expect=m.TransitionBatch)
+    new = EXAMPLES["transitions"]
+    for name in ("episode_id", "step", "actor", "action", "state", "truncated"):
+        np.testing.assert_array_equal(getattr(batch, name), getattr(new, name))
+    np.testing.assert_array_equal(batch.expert_action, [3, m.NO_ACTION])   # expert row; truncated row
+    assert encode(batch) == encode(new)   # re-sent, it is today's message
+
+
+def test_schema_1_reads_only_what_it_lacks():
+    """An old version is read only for the kinds it is known for, and only without the fields it lacked."""
+    obj = _raw(EXAMPLES["transitions"])
+    obj["v"] = 1   # a schema-1 batch cannot carry labels: refused, not half-read
+    assert _reason(msgpack.packb(obj)) == "bad_field"
+    ack = _raw(EXAMPLES["ack"])
+    ack["v"] = 1
+    assert _reason(msgpack.packb(ack)) == "wrong_version"
 
 
 def test_missing_version():

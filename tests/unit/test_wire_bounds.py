@@ -33,6 +33,9 @@ REFUSED = {
     # the learner's q.gather raised on this action and crash-looped (the row sat at max priority)
     "action_past_the_last": transitions(action=[NUM_ACTIONS, 0]),
     "action_30000": transitions(action=[30000, 0]),
+    # an expert label indexes Q in the learner's imitation loss as the action does in its TD loss
+    "expert_label_past_the_last": transitions(expert_action=[NUM_ACTIONS, -1]),
+    "expert_label_minus_2": transitions(expert_action=[-2, -1]),
     "reward_overflowing_an_n_step_sum": transitions(reward_game=[3e38, 0.0]),
     "reward_nan": transitions(reward_shaping=[np.nan, 0.0]),
     "negative_step": transitions(step=[-5, 0]),

@@ -36,7 +36,7 @@ def examples() -> dict[str, m.Message]:
             reward_game=np.array([150.0, 0.0], np.float32),
             reward_shaping=np.array([0.25, -0.5], np.float32),
             terminal=np.array([False, False]), truncated=np.array([False, True]),
-            state=_states()),
+            state=_states(), expert_action=np.array([3, m.NO_ACTION], np.int16)),
         m.EpisodeSummary(
             stream_id="w0-run1", worker_id="w0", episode_id=5, game_id=2, evaluation=False,
             length=1234, game_reward=4500.0, shaping_reward=-1.5, score=4500, game_score=12850,
@@ -55,7 +55,8 @@ def examples() -> dict[str, m.Message]:
             reward=np.array([1.5, -0.25], np.float32),
             discount=np.array([0.970299, 0.0], np.float32),
             next_state=_states(np.float32) + 1, weight=np.array([1.0, 0.5], np.float32),
-            actor=np.array([m.ACTOR_RANDOM, m.ACTOR_EVALUATION], np.uint8)),
+            actor=np.array([m.ACTOR_RANDOM, m.ACTOR_EVALUATION], np.uint8),
+            expert_action=np.array([7, m.NO_ACTION], np.int16)),
         m.PriorityUpdate(request_id=9, index=np.array([10, 2 ** 40], np.uint64),
                          priority=np.array([0.5, 2.0], np.float32)),
         m.Ack(request_id=9, error="replay is empty"),
