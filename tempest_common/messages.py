@@ -106,7 +106,10 @@ class TransitionBatch(Message):
     bootstrap state and action is NO_ACTION; expert_action: the expert's (gated) choice on this
     state whoever acted, NO_ACTION when it was not asked (its label for imitation on the network's
     own states: DAgger).  Omitted, it is derived: the action on expert rows, NO_ACTION elsewhere
-    (what a schema-1 batch, which has no labels, means)."""
+    (what a schema-1 batch, which has no labels, means).  first_row: the stream-local number of
+    the batch's first row (0 for the stream's first row, each row one more), so the replay sees a
+    gap or a repeat instead of guessing it (services/replay/README.md, "Accounting"); -1: not
+    numbered, what a schema-1 batch means."""
     KIND: ClassVar[str] = "transitions"
     stream_id: str = _f("str")
     worker_id: str = _f("str")
@@ -120,6 +123,7 @@ class TransitionBatch(Message):
     truncated: np.ndarray = _row("bool")
     state: np.ndarray = _row(_FLOATS, ndim=2)
     expert_action: np.ndarray = field(default=None, metadata=_row("int16").metadata)
+    first_row: int = field(default=-1, metadata=_f("int").metadata)
 
     def __post_init__(self):
         if self.expert_action is None:   # frozen: set once, as the constructor would
@@ -137,6 +141,8 @@ class TransitionBatch(Message):
             raise ValueError(f"transitions: expert_action must be -1 (not asked) or 0..{NUM_ACTIONS - 1}")
         if np.any(self.episode_id < 0) or np.any(self.step < 0):
             raise ValueError("transitions: episode_id and step must be >= 0")
+        if not -1 <= self.first_row <= MAX_COUNTER:   # the replay keeps it per stream, as a count
+            raise ValueError("transitions: first_row must be -1 (not numbered) or in 0..2^53")
         for name in ("reward_game", "reward_shaping"):
             r = getattr(self, name)
             if not np.all(np.abs(r) <= MAX_ABS_REWARD):   # NaN fails too
@@ -308,8 +314,11 @@ class Ack(Message):
 
 @dataclass(**_FROZEN)
 class WeightsSchedule(Message):
-    """Network weights and the exploration schedule in force.  version is monotonic (subscribers
-    ignore older ones); global_frames: the run's frame count the schedule was computed from."""
+    """Network weights and the exploration schedule in force.  version is monotonic within one
+    incarnation of the learner (subscribers ignore older ones); incarnation names the learner
+    process that publishes (its run id and start), so a restarted learner or a new run, whose
+    versions may start lower, is taken at once instead of ignored until it catches up;
+    global_frames: the run's frame count the schedule was computed from."""
     KIND: ClassVar[str] = "weights"
     version: int = _f("int")
     weights: dict = _f("arrays")
@@ -319,6 +328,7 @@ class WeightsSchedule(Message):
     evaluation_epsilon: float = _f("float")
     global_frames: int = _f("int")
     wall_time: float = _f("float")
+    incarnation: str = _f("str")
 
 
 @dataclass(**_FROZEN)

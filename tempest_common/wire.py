@@ -28,9 +28,10 @@ _field_specs = functools.lru_cache(maxsize=None)(field_specs)
 
 SCHEMA_VERSION = 2
 # Older schema versions still read, per message kind: the fields that version lacks (the message
-# class derives them).  Schema 1 had no expert labels (TransitionBatch.expert_action); the replay
-# stores transition batches as wire bytes, so a stored schema-1 chunk must stay readable.
-UPGRADES: dict[int, dict[str, tuple[str, ...]]] = {1: {"transitions": ("expert_action",)}}
+# class derives them).  Schema 1 had no expert labels (TransitionBatch.expert_action) and no row
+# numbers (first_row: -1, not numbered); the replay stores transition batches as wire bytes, so a
+# stored schema-1 chunk must stay readable.
+UPGRADES: dict[int, dict[str, tuple[str, ...]]] = {1: {"transitions": ("expert_action", "first_row")}}
 
 # Every MessageError.reason, so metrics can pre-create their label values.
 REASONS = ("not_msgpack", "not_a_map", "wrong_version", "unknown_kind", "unexpected_kind",

@@ -5,6 +5,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tempest_common.messages import ACTOR_NAMES
 
+TRANSITION_DROP_REASONS = ("no_peer", "queue_full")   # Peers.try_send's
+
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -40,7 +42,20 @@ class WorkerMetrics:
         self.expert_labels = Counter("tempest_emulator_expert_labels", "Decided ticks by imitation label outcome",
                                      ["result"], **r)
         self.weights_version = Gauge("tempest_emulator_weights_version", "Version of the network weights in use", **r)
+        self.learner_incarnations = Counter("tempest_emulator_learner_incarnations",
+                                            "Weights taken from a new learner incarnation (a restart or a new run)", **r)
         self.evaluation_games = Counter("tempest_evaluation_games", "Evaluation games started", **r)
+        # Delivery accounting (services/replay/README.md, "Accounting"): rows the replay's socket
+        # took, rows dropped here and why, and rows waiting in the adder (not yet numbered: what a
+        # kill -9 loses).  Labelled by WORKER_ID (one value per process) so they join the replay's
+        # tempest_replay_transitions_*{worker}.
+        self.transitions_sent = Counter("tempest_emulator_transitions_sent",
+                                        "Transition rows handed to the replay's socket", ["worker"], **r)
+        self.transitions_dropped = Counter(
+            "tempest_emulator_transitions_dropped", "Transition rows not sent, by reason (no_peer: no REPLAY_ADDR; "
+            "queue_full: SEND_HWM batches already waiting)", ["worker", "reason"], **r)
+        self.transitions_pending = Gauge("tempest_emulator_transitions_pending",
+                                         "Transition rows waiting in the adder for a batch", ["worker"], **r)
         for peer in ("replay", "learner", "expert"):
             self.dropped.labels(peer=peer)
         for result in ("labelled", "missing"):

@@ -49,6 +49,7 @@ class NetworkPolicy:
             self.sock.connect(addr)
         self.net: torch.nn.Module | None = None
         self.version = 0
+        self.incarnation = ""   # the publishing learner's (WeightsSchedule.incarnation)
         torch.set_num_threads(1)
 
     @property
@@ -81,11 +82,17 @@ class NetworkPolicy:
             self.metrics.malformed.labels(peer="learner", reason="bad_weights").inc()
             log.warning("ignored weights that do not form a network: %s", exc)
             return None
-        if msg.version <= self.version and self.net is not None:
-            return None
+        if self.net is not None and msg.incarnation == self.incarnation and msg.version <= self.version:
+            return None   # an older copy from the same learner (versions only grow within one)
         if self.net is None:
             log.info("network weights arrived (version %d): the network now plays its turns", msg.version)
-        self.net, self.version = net, msg.version
+        elif msg.incarnation != self.incarnation:
+            # a restarted learner, or another run: its versions may start below ours, and waiting
+            # for them to catch up would leave this worker playing a dead learner's network
+            self.metrics.learner_incarnations.inc()
+            log.info("weights from a new learner incarnation %s (was %s): taking its version %d (had %d)",
+                     msg.incarnation, self.incarnation, msg.version, self.version)
+        self.net, self.version, self.incarnation = net, msg.version, msg.incarnation
         self.metrics.weights_version.set(msg.version)
         return msg
 

@@ -2,7 +2,8 @@
 
 Sends never block the game loop: each PUSH socket buffers up to SEND_HWM messages while its peer
 is away (a replay restart loses nothing), and a message beyond that is dropped and counted in
-tempest_messages_dropped_total{peer}.
+tempest_messages_dropped_total{peer}; `try_send` also says why, for the worker's transition
+accounting (tempest_emulator_transitions_dropped_total{reason}).
 """
 from __future__ import annotations
 
@@ -37,20 +38,26 @@ class Peers:
         return sock
 
     def send(self, peer: str, msg: Message) -> bool:
+        return self.try_send(peer, msg) is None
+
+    def try_send(self, peer: str, msg: Message) -> str | None:
+        """Send without blocking: None when ZeroMQ took the message, else the reason it was
+        dropped (counted): "no_peer" (no address configured) or "queue_full" (SEND_HWM messages
+        already wait: the peer is away or slower than this worker)."""
         sock = self._push.get(peer)
         if sock is None:
             self.metrics.dropped.labels(peer=peer).inc()
-            return False
+            return "no_peer"
         try:
             sock.send(encode(msg), zmq.NOBLOCK)
             self._warned.discard(peer)
-            return True
+            return None
         except zmq.Again:
             self.metrics.dropped.labels(peer=peer).inc()
             if peer not in self._warned:
                 log.warning("%s is not taking messages (queue full or peer away): dropping and counting", peer)
                 self._warned.add(peer)
-            return False
+            return "queue_full"
 
     def close(self) -> None:
         for sock in self._push.values():

@@ -25,7 +25,7 @@ from .bridge import BridgeClosed
 from .config import EmulatorConfig
 from .episodes import EpisodeTracker, RewardConfig
 from .mame_process import check_rom_dir
-from .metrics import WorkerMetrics
+from .metrics import TRANSITION_DROP_REASONS, WorkerMetrics
 from .network_policy import NetworkPolicy
 from .peers import Peers
 from .session import GameSession, Tick, TickKind
@@ -48,6 +48,10 @@ class EmulatorWorker:
         self.tracker = EpisodeTracker(RewardConfig(cfg.reward_scale, cfg.reward_clip, cfg.death_penalty,
                                                    cfg.survival_bonus), self.stream_id, cfg.worker_id, time.time)
         self.adder = TransitionAdder(self.stream_id, cfg.worker_id, cfg.transition_batch, cfg.state_dtype)
+        self._sent = self.metrics.transitions_sent.labels(worker=cfg.worker_id)
+        self._dropped = {reason: self.metrics.transitions_dropped.labels(worker=cfg.worker_id, reason=reason)
+                         for reason in TRANSITION_DROP_REASONS}   # every reason exists from the start, at 0
+        self.metrics.transitions_pending.labels(worker=cfg.worker_id).set_function(lambda: self.adder.pending)
         self._stop = threading.Event()
         self.frames_total = self.episodes_total = 0
         self._prev_ram: np.ndarray | None = None   # the last decision tick's RAM (velocities)
@@ -172,8 +176,16 @@ class EmulatorWorker:
 
     # -- output --------------------------------------------------------------------------------
     def _send_batch(self, batch) -> None:
-        if batch is not None:
-            self.peers.send("replay", batch)
+        """Send and account: rows the socket took are sent; a dropped batch's rows are counted by
+        reason and its row numbers go to the next batch (TransitionAdder.unsent)."""
+        if batch is None:
+            return
+        failure = self.peers.try_send("replay", batch)
+        if failure is None:
+            self._sent.inc(batch.num_rows())
+        else:
+            self.adder.unsent(batch)
+            self._dropped[failure].inc(batch.num_rows())
 
     def _episode_ended(self, end: EpisodeSummary) -> None:
         self._send_batch(self.adder.flush())  # the episode's records leave before its summary

@@ -1,24 +1,38 @@
-"""Checkpoints: model, target, optimizer, counters, schedule state, performance windows and the
-settings in force, in one file written atomically (temp file + rename).
+"""Checkpoints: model, target, optimizer, counters, schedule state, performance windows, the
+settings in force and the run id, in one file written atomically (temp file, fsync, rename: a
+kill -9 or a power cut mid-write leaves the previous file, never a truncated one).
 
-Two kinds share that content: rolling checkpoints `checkpoint-<step>.pt` (the newest KEEP kept;
-a run resumes from the newest) and marks `mark-<global frames>.pt`, written as the run's global
-frame count crosses each multiple of CHECKPOINT_EVERY_FRAMES and never deleted, so the network
-at 250k, 500k, ... frames can be evaluated or compared later.  Retention only ever touches
-rolling checkpoints.
+Two kinds share that content: rolling checkpoints `checkpoint-<run id>-<step>.pt` (each run keeps
+its own newest KEEP) and marks `mark-<global frames>.pt`, written as the run's global frame count
+crosses each multiple of CHECKPOINT_EVERY_FRAMES and never deleted, so the network at 250k, 500k,
+... frames can be evaluated or compared later (bench/learning.py and services/emulator/evaluate.py
+read marks by that name).  Retention only ever deletes the saving run's own older rolling
+checkpoints: the run id is in the name because a new run in a reused folder once had its
+checkpoint sorted below the old run's and deleted as it was written, and resumed the old run.
 
-A run resumes only from a checkpoint whose online network has the configured shape and whose
-counters are possible (0..2^53: a forged heartbeat once checkpointed a frame count past 2^64, and
-every resumed learner crashed on it); any other, or a file that cannot be read, is refused with
-one line saying so (load_for_resume).
+Which one a run resumes from (resume_point): the most recent run's newest checkpoint, by the time
+written inside each file (not by name: names of different runs do not sort by time).  One that
+cannot be resumed from (truncated, garbage, a newer format, impossible counters, parts missing)
+is passed over with one line naming it and why, for the previous one of that run, then older
+runs': a damaged newest file once made every restart exit, a crash loop.  One whose network is
+not the configured one stops the search: the configuration changed, and the operator decides.
+
+Format versions (FORMAT_VERSION, in the file): 1 = no `format_version` field, named
+`checkpoint-<step>.pt`; read as they are (their content is today's; the run id they hold, or
+"unnamed").  2 = the field and the run id in the name.  A newer version is refused.
 
 Loaded with torch.load(weights_only=True): a checkpoint holds tensors and plain Python values
 only, so loading one never runs code from it.
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
+import re
+import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,24 +42,49 @@ from tempest_common.network import shape_from_state_dict
 
 from .bookkeeper import Bookkeeper
 
+log = logging.getLogger("learner.checkpoint")
 PREFIX = "checkpoint-"
 MARK_PREFIX = "mark-"
 KEEP = 3
+FORMAT_VERSION = 2
+ADVICE = "start a new run with RESUME=0 or another CHECKPOINT_DIR"
+_NAME = re.compile(r"checkpoint-(?:(?P<run>.+)-)?(?P<step>\d+)\.pt")   # no run: format 1
+NEEDED = ("online", "target", "optimizer", "bookkeeper", "counters", "live")
+NEEDED_COUNTERS = ("steps", "samples", "target_age", "weights_version")
+
+
+def new_run_id() -> str:
+    """A new run's id: its start time (UTC, reads as a date) and 6 random hex digits (two runs
+    started in the same second still differ)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def name_part(run_id) -> str:
+    """`run_id` as it appears in file names: letters, digits, '.', '_', '-' (others become '_'), 64 at most."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(run_id))[:64] or "unnamed"
 
 
 def _write(path: Path, state: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({**state, "saved_at": time.time()}, tmp)
+    tmp = path.with_suffix(".tmp")   # not *.pt: never taken for a checkpoint, even if left by a kill
+    with open(tmp, "wb") as f:
+        torch.save({**state, "format_version": FORMAT_VERSION, "saved_at": time.time()}, f)
+        f.flush()
+        os.fsync(f.fileno())   # the data on disk before the rename makes it the checkpoint
     os.replace(tmp, path)
     return path
 
 
 def save(directory: str | os.PathLike, state: dict, steps: int) -> Path:
-    """A rolling checkpoint; the older rolling ones beyond the newest KEEP go (marks stay)."""
+    """A rolling checkpoint of run state["run_id"] ('unnamed' if none); that run's older rolling ones
+    beyond the newest KEEP (by step) go.  Other runs' files, format-1 names and marks stay."""
     d = Path(directory)
-    path = _write(d / f"{PREFIX}{steps:012d}.pt", state)
-    for old in sorted(d.glob(f"{PREFIX}*.pt"))[:-KEEP]:
+    run_id = str(state.get("run_id") or "unnamed")
+    run = name_part(run_id)
+    path = _write(d / f"{PREFIX}{run}-{steps:012d}.pt", {**state, "run_id": run_id})
+    own = sorted((int(m["step"]), p) for p in d.glob(f"{PREFIX}*.pt")
+                 if (m := _NAME.fullmatch(p.name)) and m["run"] == run)
+    for _, old in own[:-KEEP]:
         old.unlink(missing_ok=True)
     return path
 
@@ -64,18 +103,68 @@ def mark_due(global_frames: int, every: int, last_mark: int) -> int | None:
     return mark if mark > last_mark else None
 
 
-def latest(directory: str | os.PathLike) -> Path | None:
-    """The newest rolling checkpoint (marks are not resumed from)."""
-    found = sorted(Path(directory).glob(f"{PREFIX}*.pt")) if Path(directory).is_dir() else []
-    return found[-1] if found else None
-
-
 def load(path: str | os.PathLike, device: str = "cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
 
+def _reason(exc: Exception) -> str:
+    # torch's own unpickling message is a paragraph about weights_only; one phrase says it here
+    if type(exc).__name__ == "UnpicklingError":
+        return "not a torch file of tensors and plain values"
+    first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]   # torch adds sentences of advice
+    return f"{type(exc).__name__}: {first}"
+
+
+@dataclass
+class Found:
+    """A rolling checkpoint file as surveyed: its run, when it was written, and why it cannot be read."""
+    path: Path
+    run: str
+    when: float    # saved_at inside it; the file's mtime when it cannot be read
+    error: str | None
+
+
+def survey(directory: str | os.PathLike) -> list[Found]:
+    """The rolling checkpoints in `directory`, in resume order: the most recent run first (the run
+    whose newest checkpoint was written last), each run's newest first.  Tensors are mapped, not read."""
+    d = Path(directory)
+    found = []
+    for path in (d.glob(f"{PREFIX}*.pt") if d.is_dir() else ()):
+        m = _NAME.fullmatch(path.name)
+        if m is None:
+            continue
+        try:
+            when, run, error = path.stat().st_mtime, m["run"] or "", None
+        except OSError:   # gone since the listing (another learner's retention)
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if isinstance(state, dict):
+                saved_at = state.get("saved_at")
+                if isinstance(saved_at, (int, float)) and math.isfinite(saved_at):   # NaN would break the sort
+                    when = float(saved_at)
+                run = run or name_part(state.get("run_id") or "unnamed")   # format 1: the run id inside
+        except Exception as exc:  # noqa: BLE001 - damaged or foreign: said when it is reached
+            error = _reason(exc)
+        found.append(Found(path, run, when, error))
+    newest: dict[str, float] = {}
+    for f in found:
+        newest[f.run] = max(newest.get(f.run, f.when), f.when)
+    return sorted(found, key=lambda f: (newest[f.run], f.run, f.when), reverse=True)
+
+
+def latest(directory: str | os.PathLike) -> Path | None:
+    """The newest readable rolling checkpoint of the most recent run (marks are not resumed from)."""
+    return next((f.path for f in survey(directory) if f.error is None), None)
+
+
 class Unresumable(Exception):
-    """A checkpoint this learner cannot carry on from; the message is one line for the operator."""
+    """A checkpoint this learner cannot carry on from; str() is one line for the operator.
+    `fallback`: an older checkpoint may be tried instead (False: the configuration does not fit)."""
+
+    def __init__(self, path, problem: str, fallback: bool = True):
+        super().__init__(f"{path} {problem}: {ADVICE}")
+        self.path, self.problem, self.fallback = Path(path), problem, fallback
 
 
 Shape = tuple[int, tuple[int, ...], int, bool]   # state dim, hidden widths, actions, LayerNorm
@@ -91,24 +180,46 @@ def _describe(shape: Shape) -> str:
     return " -> ".join([str(state_dim), *widths, str(actions)])
 
 
+def migrate(path, state) -> dict:
+    """`state` in format FORMAT_VERSION: format 1 (no field) gains its run id ('unnamed' if it
+    had none); a newer or a nonsensical version is Unresumable."""
+    if not isinstance(state, dict):
+        raise Unresumable(path, f"cannot be read as a learner checkpoint (it holds a {type(state).__name__})")
+    version = state.get("format_version", 1)
+    if type(version) is not int or version < 1:
+        raise Unresumable(path, f"cannot be read as a learner checkpoint (format_version {version!r})")
+    if version > FORMAT_VERSION:
+        raise Unresumable(path, f"was written by a newer learner (checkpoint format {version}; this learner "
+                                f"reads formats 1 to {FORMAT_VERSION})")
+    if version == 1:
+        state = {**state, "run_id": str(state.get("run_id") or "unnamed"), "format_version": FORMAT_VERSION}
+    return state
+
+
 def load_for_resume(path: str | os.PathLike, device: str, shape: Shape) -> dict:
-    """The checkpoint at `path` if its online network has `shape`; Unresumable otherwise."""
-    advice = "start a new run with RESUME=0 or another CHECKPOINT_DIR"
+    """The checkpoint at `path`, migrated, if its online network has `shape`, its counters are
+    possible (0..2^53: a forged heartbeat once checkpointed a frame count past 2^64, and every
+    resumed learner crashed on it) and nothing a resume needs is missing; Unresumable otherwise."""
     try:
         state = load(path, device)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader's complaint, the way out is the same
+        raise Unresumable(path, f"cannot be read as a learner checkpoint ({_reason(exc)})") from None
+    state = migrate(path, state)
+    try:
         found = network_shape(state["online"])
-    except Exception as exc:  # damaged or foreign: whatever the reader's complaint, the way out is the same
-        # torch's own unpickling message is a paragraph about weights_only; one phrase says it here
-        reason = ("not a torch file of tensors and plain values" if type(exc).__name__ == "UnpicklingError"
-                  else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
-        raise Unresumable(f"{path} cannot be read as a learner checkpoint ({reason}): {advice}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise Unresumable(path, f"cannot be read as a learner checkpoint ({_reason(exc)})") from None
     if found != shape:
-        raise Unresumable(f"{path} does not fit this network (checkpoint: {_describe(found)}; "
-                          f"configured: {_describe(shape)}): {advice}")
+        raise Unresumable(path, f"does not fit this network (checkpoint: {_describe(found)}; "
+                                f"configured: {_describe(shape)})", fallback=False)
     try:
         check_counters(state)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise Unresumable(f"{path} holds impossible counters ({exc}): {advice}") from None
+    except Exception as exc:  # noqa: BLE001 - ValueError names the counter; anything else: not counters at all
+        raise Unresumable(path, f"holds impossible counters ({exc})") from None
+    counters = state["counters"] if isinstance(state["counters"], dict) else {}
+    missing = [k for k in NEEDED if k not in state] + [f"counters.{k}" for k in NEEDED_COUNTERS if k not in counters]
+    if missing:   # restore() would fail half-way on it
+        raise Unresumable(path, f"is not a whole learner checkpoint (no {', '.join(missing)})")
     return state
 
 
@@ -119,3 +230,27 @@ def check_counters(state: dict) -> None:
     for name, value in state.get("counters", {}).items():
         if not 0 <= int(value) <= MAX_COUNTER:
             raise ValueError(f"{name}={int(value)} is outside 0..2^53")
+
+
+def resume_point(directory: str | os.PathLike, device: str, shape: Shape) -> tuple[Path, dict] | None:
+    """The checkpoint a run resumes from and its state: the first in survey() order that
+    load_for_resume takes.  Each one passed over gets a warning line naming it and why.  None when
+    there is no rolling checkpoint; Unresumable when there are some and none can be resumed (the
+    newest's line when it is the only one), or when one's network is not the configured one."""
+    found = survey(directory)
+    refused: list[Unresumable] = []
+    for f in found:
+        try:   # read again in full even when the survey could not: the full read says best why
+            return f.path, load_for_resume(f.path, device, shape)
+        except Unresumable as exc:
+            if not exc.fallback:
+                raise
+            refused.append(exc)
+            if len(found) > 1:
+                log.warning("checkpoint %s passed over: it %s", f.path, exc.problem)
+    if not refused:
+        return None
+    if len(refused) == 1:
+        raise refused[0]
+    raise Unresumable(directory, f"holds {len(refused)} rolling checkpoints and none can be resumed "
+                                 "(the lines above say why)")

@@ -24,7 +24,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 
 import numpy as np
 import torch
@@ -73,7 +72,8 @@ class Learner:
         self.books = Bookkeeper()
         self.steps = self.samples = self.target_age = self.weights_version = 0
         self.last_mark = 0  # global frames of the latest checkpoint mark written
-        self.run_id = cfg.run_id or uuid.uuid4().hex[:12]
+        self.run_id = cfg.run_id or checkpoint.new_run_id()   # in each checkpoint and its name (restore: the saved one)
+        self.started = time.time()   # with the run id: this process's incarnation, in every weights message
         ctx = context or zmq.Context.instance()
         self.replay = ReplayClient(cfg.replay_addr, ctx, state_dim=cfg.state_dim)   # replies sized to the state
         watch_dropped_connections(self.replay.sock, self.metrics.connections_dropped.labels(socket="replay").inc,
@@ -157,6 +157,7 @@ class Learner:
         c = saved["counters"]
         self.steps, self.samples = int(c["steps"]), int(c["samples"])
         self.target_age, self.weights_version = int(c["target_age"]), int(c["weights_version"])
+        self.metrics.step.set(self.steps)
         # a checkpoint from before marks: the marks its run passed are not written after the fact
         passed = checkpoint.mark_due(self.books.global_frames, self.cfg.checkpoint_every_frames, 0) or 0
         self.last_mark = int(c.get("last_mark", passed))
@@ -341,6 +342,7 @@ class Learner:
         self.samples += len(index)
         self._update_target()
         m.steps.inc()
+        m.step.set(self.steps)
         m.samples.inc(len(index))
         m.loss.set(stats.loss)
         m.grad_norm.set(stats.grad_norm)
@@ -374,7 +376,12 @@ class Learner:
         self.metrics.epsilon.set(sched.epsilon)
         self.pub.send(encode(WeightsSchedule(self.weights_version, weights, sched.expert_ratio, sched.epsilon,
                                              s.evaluation_share, s.evaluation_epsilon, self.books.global_frames,
-                                             time.time())), zmq.NOBLOCK)
+                                             time.time(), self.incarnation)), zmq.NOBLOCK)
+
+    @property
+    def incarnation(self) -> str:
+        """Which learner publishes: the run id (a resumed run's) and this process's start."""
+        return f"{self.run_id}:{self.started:.3f}"
 
     def _export_books(self) -> None:
         m, b = self.metrics, self.books

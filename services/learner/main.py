@@ -1,8 +1,9 @@
 """Learner entry point: config, resume from the latest checkpoint, metrics, signals, run.  (Wiring only.)
 
-A configuration error (a token file that cannot be written among them) or a checkpoint that cannot
-be resumed (unreadable, a network of another shape, counters outside 0..2^53) stops it with one
-line on stderr and exit status 2."""
+A configuration error (a token file that cannot be written among them) stops it with one line on
+stderr and exit status 2; so does RESUME=1 over checkpoints none of which can be resumed, or whose
+newest readable one has a network of another shape (checkpoint.resume_point: a damaged newest one
+is passed over, with a warning, for the one before)."""
 from __future__ import annotations
 
 import dataclasses
@@ -36,11 +37,12 @@ def main() -> int:
     try:
         cfg.hidden_sizes()
         learner = Learner(cfg, live)
-        path = checkpoint.latest(cfg.checkpoint_dir) if cfg.resume else None
-        if path is not None:
+        shape = (cfg.state_dim, cfg.hidden_sizes(), NUM_ACTIONS, cfg.layer_norm)
+        found = checkpoint.resume_point(cfg.checkpoint_dir, str(learner.device), shape) if cfg.resume else None
+        if found is not None:
+            path, saved = found
             overrides = env_overrides()
-            shape = (cfg.state_dim, cfg.hidden_sizes(), NUM_ACTIONS, cfg.layer_norm)
-            learner.restore(checkpoint.load_for_resume(path, str(learner.device), shape), overrides)
+            learner.restore(saved, overrides)
             log.info("resumed run %s from %s at step %d (env overrides: %s)", learner.run_id, path,
                      learner.steps, ", ".join(sorted(overrides)) or "none")
     except ConfigError as exc:

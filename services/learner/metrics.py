@@ -54,6 +54,8 @@ class LearnerMetrics:
         self.episodes = Counter("tempest_learner_episodes", "Episode summaries received", **r)
         self.eval_score = g("tempest_dqn_last_evaluation_score", "Score of the latest evaluation game")
         self.weights_version = g("tempest_learner_weights_version", "Version of the latest published weights")
+        # the run's step (resumed from its checkpoint), beside steps_total (this process's, from 0)
+        self.step = g("tempest_learner_step", "Optimizer steps of this run so far, resumed from its checkpoint")
         self.waiting = Counter("tempest_learner_wait_seconds", "Seconds spent waiting (pacing, replay refusals)",
                                ["reason"], **r)
         self.malformed = Counter("tempest_learner_malformed", "Malformed or wrong-version messages", ["reason"], **r)

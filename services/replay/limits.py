@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import zmq
 
-from tempest_common.messages import MAX_BATCH_ROWS, Message, PriorityUpdate, SampleReply, TransitionBatch
+from tempest_common.messages import MAX_BATCH_ROWS, MAX_COUNTER, Message, PriorityUpdate, SampleReply, TransitionBatch
 from tempest_common.socket_limits import max_encoded_size
 from tempest_common.wire import encode
 
@@ -48,7 +48,7 @@ def _zero_batch(state_dim: int) -> Callable[[int], TransitionBatch]:
         z = lambda dt: np.zeros(rows, dt)  # noqa: E731
         return TransitionBatch("s" * 64, "w" * 64, z(np.int64), z(np.int32), z(np.uint8), z(np.int16),
                                z(np.float32), z(np.float32), z(bool), z(bool), np.zeros((rows, state_dim), np.float32),
-                               z(np.int16))
+                               z(np.int16), MAX_COUNTER)   # the longest first_row on the wire
     return make
 
 

@@ -1,9 +1,27 @@
 """Prometheus metrics of the replay service."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tempest_common.wire import REASONS
+
+from .accounting import MISSING_REASONS, OUTCOMES
+
+# Why received rows were not stored (tempest_replay_transitions_dropped_total{reason}): rows the
+# stream already had, a state size other than STATE_DIM, NaN/inf (or beyond the stored dtype).
+DROP_REASONS = ("duplicate", "malformed", "nonfinite")
+
+
+@dataclass(frozen=True)
+class WorkerCounters:
+    """One worker label's accounting counters, looked up once (a labels() call per batch and
+    counter would be most of the accounting's cost)."""
+    received: Counter
+    stored: Counter
+    dropped: dict
+    missing: dict
 
 
 class ReplayMetrics:
@@ -16,6 +34,9 @@ class ReplayMetrics:
         self.lost = Counter("tempest_replay_lost", "Transitions lost: Redis unreachable and the buffer full", **r)
         self.buffered = Gauge("tempest_replay_redis_buffered_chunks", "Chunks waiting to be written to Redis", **r)
         self.samples = Counter("tempest_replay_samples", "Samples served", **r)
+        self.stream_breaks = Counter(
+            "tempest_replay_stream_breaks", "Stream links refused: a row that does not continue its stream's "
+            "previous row (same episode, step + 1), so no n-step window bridges the gap", **r)
         self.malformed = Counter("tempest_replay_malformed", "Malformed or wrong-version messages, by reason",
                                  ["reason"], **r)
         self.refused = Counter("tempest_replay_refused", "Requests refused, by reason", ["reason"], **r)
@@ -37,6 +58,25 @@ class ReplayMetrics:
                                          "Rows whose priority came back from Redis at the last start", **r)
         self.sample_seconds = Histogram("tempest_replay_sample_seconds", "Time to build one sample batch",
                                         buckets=(1e-4, 1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.25, 1.0), **r)
+        # Delivery accounting (README, "Accounting"), in rows, by worker_id (services/replay/
+        # accounting.py's WorkerLabels: at most 256 values, then "other")
+        self.received = Counter("tempest_replay_transitions_received", "Transition rows received, by worker",
+                                ["worker"], **r)
+        self.stored = Counter("tempest_replay_transitions_stored", "Transition rows stored (mirror, then Redis), "
+                              "by worker", ["worker"], **r)
+        self.transitions_dropped = Counter(
+            "tempest_replay_transitions_dropped", "Transition rows received and not stored, by worker and reason "
+            "(duplicate, malformed, nonfinite)", ["worker", "reason"], **r)
+        self.missing = Counter(
+            "tempest_replay_transitions_missing", "Transition rows never received, seen as a gap in a stream's row "
+            "numbers, by worker and reason (gap; restart: the first gap after a restore from Redis)",
+            ["worker", "reason"], **r)
+        self.stream_batches = Counter("tempest_replay_stream_batches", "Transition batches by what they are "
+                                      "for their stream's row numbers", ["outcome"], **r)
+        self.restore_missing = Gauge("tempest_replay_restore_missing_rows", "Rows Redis lacked between its "
+                                     "chunks, or could not give back, at the last start", **r)
+        self._workers: dict[str, WorkerCounters] = {}
+        self.batch_outcomes = {outcome: self.stream_batches.labels(outcome=outcome) for outcome in OUTCOMES}
         for reason in (*REASONS, "nonfinite"):
             self.malformed.labels(reason=reason)
         for reason in ("too_small", "rate_limited", "bad_request", "busy", "too_large"):
@@ -45,3 +85,13 @@ class ReplayMetrics:
             self.bad_priorities.labels(reason=reason)
         for socket in ("pull", "router"):
             self.connections_dropped.labels(socket=socket)
+
+    def worker(self, label: str) -> WorkerCounters:
+        """The accounting counters of one worker label, every reason created at 0 on first use."""
+        counters = self._workers.get(label)
+        if counters is None:
+            counters = self._workers[label] = WorkerCounters(
+                self.received.labels(worker=label), self.stored.labels(worker=label),
+                {reason: self.transitions_dropped.labels(worker=label, reason=reason) for reason in DROP_REASONS},
+                {reason: self.missing.labels(worker=label, reason=reason) for reason in MISSING_REASONS})
+        return counters

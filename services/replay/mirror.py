@@ -5,9 +5,12 @@ its slot (slot = seq % capacity) and is the sample index the learner sends back 
 priorities (a stale index, whose slot was overwritten since, is ignored and counted; so are
 indices and priorities no sample could have produced).
 Streams interleave in the ring, so each row keeps a link to the next record of its stream;
-n-step windows follow those links and NStepReturns does the maths.  A successor is always newer
-than its predecessor, so the ring's oldest-first overwriting never leaves a live row pointing
-at a reused slot.
+n-step windows follow those links and NStepReturns does the maths.  A row is linked only to the
+record that continues it (same episode, step + 1): a dropped batch, a restarted worker or a
+hostile batch with a hole in its steps leaves the predecessor without a successor, so no window
+bridges the gap (a gap once made steps 60-63 bootstrap from 129-132).  A successor is always
+newer than its predecessor, so the ring's oldest-first overwriting never leaves a live row
+pointing at a reused slot.
 """
 from __future__ import annotations
 
@@ -64,6 +67,8 @@ class ReplayMirror:
         self.size = 0
         self.next_seq = 0
         self._stream_last: dict[str, tuple[int, int]] = {}  # stream -> (slot, seq) of its newest row
+        self.link_breaks = 0   # links refused: an open row (no terminal/truncated end) not continued
+        self._low_seq = 1 << 62   # the lowest seq ever inserted: live rows' seqs lie in [it, next_seq)
         self._accept: dict[tuple[int, bool], float] = {}   # (n, prioritized) -> last share of complete windows
 
     def insert(self, batch: TransitionBatch, seq_start: int | None = None) -> int:
@@ -95,11 +100,8 @@ class ReplayMirror:
         self.step[rows] = batch.step
         self.actor[rows] = batch.actor
         self.seq[rows] = np.arange(start, start + b, dtype=np.int64)
-        self.next[slots[:-1]] = slots[1:]
-        self.next[slots[-1]] = -1
-        last = self._stream_last.pop(batch.stream_id, None)   # re-inserted: the dict's order is recency
-        if last is not None and self.seq[last[0]] == last[1]:
-            self.next[last[0]] = slots[0]
+        self._low_seq = min(self._low_seq, start)
+        self._link(batch, slots)
         self._stream_last[batch.stream_id] = (int(slots[-1]), start + b - 1)
         if len(self._stream_last) > MAX_STREAMS:   # made-up stream ids must not grow this without bound:
             del self._stream_last[next(iter(self._stream_last))]   # the least recent stream's next batch starts anew
@@ -120,6 +122,11 @@ class ReplayMirror:
         """Forget where a stream ended: its next batch starts a new chain of links.  Used when a
         batch of the stream was dropped, so no n-step window bridges the gap."""
         self._stream_last.pop(stream_id, None)
+
+    def break_all_streams(self) -> None:
+        """break_stream for every stream: a chunk that cannot be read at restore does not say
+        whose it was."""
+        self._stream_last.clear()
 
     def sample_layout(self, batch_size: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """Dtype and shape of each Sample field for a batch (what `sample(out=...)` fills)."""
@@ -243,6 +250,28 @@ class ReplayMirror:
         return int(np.count_nonzero(live))
 
     # -- internals -------------------------------------------------------------------------
+    def _link(self, batch: TransitionBatch, slots: np.ndarray) -> None:
+        """Chain the batch's rows (in `slots`) to each other and to the stream's previous row, each
+        link only where the row continues its predecessor: same episode, step + 1.  A new episode
+        needs no link (a window stops at its predecessor's terminal/truncated row or at the change
+        of episode id), so refusing one there costs nothing; anywhere else it is a gap, counted."""
+        ep, step = batch.episode_id, batch.step
+        cont = (ep[1:] == ep[:-1]) & (step[1:] == step[:-1] + 1)
+        if cont.all():          # the usual case
+            self.next[slots[:-1]] = slots[1:]
+        else:
+            self.next[slots[:-1]] = np.where(cont, slots[1:], -1)
+            ended = batch.terminal[:-1] | batch.truncated[:-1]
+            self.link_breaks += int(np.count_nonzero(~cont & ~ended))
+        self.next[slots[-1]] = -1
+        last = self._stream_last.pop(batch.stream_id, None)   # re-inserted: the dict's order is recency
+        if last is not None and self.seq[last[0]] == last[1]:
+            p = last[0]
+            if self.episode_id[p] == ep[0] and int(self.step[p]) + 1 == int(step[0]):
+                self.next[p] = slots[0]
+            elif not (self.terminal[p] or self.truncated[p]):
+                self.link_breaks += 1
+
     def _draw_count(self, need: int, key) -> int:
         """Draws for `need` complete windows: the last acceptance rate seen for this (n,
         prioritized) plus 3 standard deviations, so one round nearly always suffices without
@@ -257,6 +286,15 @@ class ReplayMirror:
             u *= self.tree.total
             u.sort()                     # sorted draws descend the tree ~3x faster
             return self.tree.sample(u)
-        slots = rng.integers(0, self.size, k) if self.size < self.capacity else rng.integers(0, self.capacity, k)
+        if self.size == self.capacity:
+            slots = rng.integers(0, self.capacity, k)
+        else:   # the slots of seqs [lo, next_seq): every live row's, which is [0, size) only while no
+            # seq was skipped (a restore past an unreadable chunk, or of a ring that had wrapped,
+            # leaves holes); an empty slot is never a complete window: redrawn
+            lo = max(self._low_seq, self.next_seq - self.capacity)
+            first, span = lo % self.capacity, self.next_seq - lo
+            slots = rng.integers(first, first + span, k)
+            if first + span > self.capacity:   # the run wraps around the ring's end
+                slots %= self.capacity
         slots.sort()
         return slots[~self.truncated[slots]]

@@ -6,7 +6,9 @@ so a restart carries on where the last run stopped.  Sample requests name n and 
 n-step returns are built at sample time.  Requests beyond the samples-per-insert cap, or before
 the replay holds MIN_SIZE_TO_SAMPLE transitions, wait up to the request's wait_s, then are
 refused with a reason; the learner decides what to do.  Malformed messages are counted, never
-fatal, and so is every other reject (limits.py has the limits a peer cannot push past).
+fatal, and so is every other reject (limits.py has the limits a peer cannot push past).  Every
+transition row is accounted per stream (accounting.py; README, "Accounting"): received, then
+stored or dropped with a reason; rows a stream's numbering shows never arrived, missing.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import threading
 import time
 from dataclasses import replace
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -23,6 +26,7 @@ from tempest_common.messages import Ack, PriorityUpdate, SampleReply, SampleRequ
 from tempest_common.socket_limits import limit_message_size, watch_dropped_connections
 from tempest_common.wire import MessageError, decode, encode
 
+from .accounting import StreamAccounting, WorkerLabels, seq_holes, tail
 from .config import ReplayConfig
 from .inplace import InPlace
 from .limits import (MAX_N_STEP, MAX_PARKED, MAX_PRIORITY_ROWS, MAX_SAMPLE_ROWS, MAX_WAIT_S, PRIORITY_CAP,
@@ -33,6 +37,16 @@ from .mirror import ReplayMirror
 from .storage import ChunkStore
 
 log = logging.getLogger("replay.service")
+
+
+def _stream_of(payload: bytes | None) -> str | None:
+    """The stream_id an unreadable chunk names, if its bytes still say (restore only)."""
+    try:
+        obj = msgpack.unpackb(payload, raw=False)
+    except Exception:   # None, or bytes that are not msgpack: nothing to say
+        return None
+    stream = obj.get("stream_id") if isinstance(obj, dict) else None
+    return stream if isinstance(stream, str) else None
 
 
 class ReplayService:
@@ -54,6 +68,8 @@ class ReplayService:
         self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
         self.router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
         limit_message_size(self.router, largest_priority_update_bytes())
+        self.accounting = StreamAccounting()
+        self.worker_labels = WorkerLabels()
         self.inserted_total = 0
         self.sampled_total = 0
         self._parked: list[tuple[float, list[bytes], SampleRequest]] = []
@@ -73,21 +89,47 @@ class ReplayService:
         self.inserted_total, self.sampled_total = counters["inserted_total"], counters["sampled_total"]
         total_rows = sum(r for _, r in chunks)
         log.info("rebuilding the mirror from Redis: %d chunks, %d transitions", len(chunks), total_rows)
-        done, t0, last_report = 0, time.monotonic(), time.monotonic()
+        done, skipped, t0, last_report = 0, 0, time.monotonic(), time.monotonic()
+        lacking = seq_holes(chunks)   # rows Redis lost between chunks; unreadable chunks' rows join below
+        rows_of = dict(chunks)
+        # store.load has the chunks in seq order, each once: the ring's order, so links only go forwards
         for seq, payload in self.store.iter_payloads(chunks):
             try:
+                if payload is None:
+                    raise ValueError("listed, but its payload is missing")
                 batch = decode(payload, expect=TransitionBatch)   # schema 1 too: labels derived (wire.UPGRADES)
                 stored = self._conform(batch)
                 if not self._finite(stored):   # stored before the check was made in the stored dtype
                     raise ValueError(f"NaN/inf values or states beyond {self.mirror.state.dtype}")
                 self.mirror.insert(stored, seq_start=seq)
             except (MessageError, ValueError) as exc:
-                log.error("skipping unreadable chunk %d in Redis: %s", seq, exc)
+                # No n-step window may span the hole: break the chunk's stream, or every stream
+                # when the chunk does not say whose it was (links also need (episode, step)
+                # continuity; this covers a stream whose steps do not show the gap).
+                stream = _stream_of(payload)
+                if stream is None:
+                    self.mirror.break_all_streams()
+                else:
+                    self.mirror.break_stream(stream)
+                skipped += 1
+                lacking += rows_of[seq]
+                if skipped <= 5:
+                    log.error("skipping unreadable chunk %d in Redis: %s", seq, exc)
                 continue
             done += batch.num_rows()
+            # each stream's next row, as Redis has it: a live batch beyond it is a "restart" gap
+            self.accounting.observe(batch.stream_id, batch.first_row, batch.num_rows())
             if time.monotonic() - last_report > 2:
                 log.info("rebuild: %d / %d transitions (%.0f%%)", done, total_rows, 100 * done / max(1, total_rows))
                 last_report = time.monotonic()
+        if skipped:
+            log.error("rebuild: %d of %d chunks in Redis unreadable or missing, skipped; stream links broken "
+                      "across each, so no n-step window spans a hole", skipped, len(chunks))
+        if lacking:
+            log.error("rebuild: Redis lacks %d rows between its chunks or could not give them back (a restart "
+                      "from an append-only file behind the replay, or a full write buffer)", lacking)
+        self.metrics.restore_missing.set(lacking)
+        self.accounting.mark_restored()
         self.mirror.next_seq = max(self.mirror.next_seq, next_seq)
         self._restore_priorities()
         self._update_gauges()
@@ -162,32 +204,57 @@ class ReplayService:
         try:
             batch = decode(payload, expect=TransitionBatch)
         except MessageError as exc:
+            # Whose rows, and how many, the bytes do not say: the stream's next batch shows them
+            # as missing (a gap in its row numbers).
             self.metrics.malformed.labels(reason=exc.reason).inc()
             self._reject_log.warning(f"malformed:{exc.reason}", "dropped a malformed transition batch: %s", exc)
             return
+        rows = batch.num_rows()
+        count = self.metrics.worker(self.worker_labels(batch.worker_id))
+        count.received.inc(rows)
+        verdict = self.accounting.observe(batch.stream_id, batch.first_row, rows)
+        self.metrics.batch_outcomes[verdict.outcome].inc()
+        if verdict.missing:
+            count.missing[verdict.missing_reason].inc(verdict.missing)
+            self._reject_log.info(f"missing:{verdict.missing_reason}", "stream %s: %d rows missing before row %d "
+                                  "(%s)", batch.stream_id, verdict.missing, batch.first_row, verdict.missing_reason)
+        if verdict.duplicate:
+            # Rows the stream already had are never stored twice: dropped and counted; the rest of
+            # a part-duplicate batch (only a broken or hostile sender makes one) is stored as new.
+            count.dropped["duplicate"].inc(verdict.duplicate)
+            self._reject_log.warning("dropped:duplicate", "stream %s: %d of %d rows from row %d came already; "
+                                     "dropped", batch.stream_id, verdict.duplicate, rows, batch.first_row)
+            if verdict.duplicate == rows:
+                return
+            batch = tail(batch, verdict.duplicate)
+            payload, rows = encode(batch), batch.num_rows()
         if batch.state.shape[1] != self.cfg.state_dim:
             self.metrics.malformed.labels(reason="bad_field").inc()
+            count.dropped["malformed"].inc(rows)
             if not self._warned_dim:
                 log.error("dropping batches with state size %d (replay expects STATE_DIM=%d)",
                           batch.state.shape[1], self.cfg.state_dim)
                 self._warned_dim = True
             return
-        rows = batch.num_rows()
         if rows == 0:
             return
         # Checked in the stored dtype: a float32 state of 1e6 is finite on the wire but inf in float16.
         stored = self._conform(batch)
         if not self._finite(stored):
             self.metrics.malformed.labels(reason="nonfinite").inc()
+            count.dropped["nonfinite"].inc(rows)
             self.mirror.break_stream(batch.stream_id)
             self._reject_log.warning("malformed:nonfinite", "dropped a transition batch of stream %s with NaN/inf "
                                      "values, or states beyond %s (%d rows)", batch.stream_id,
                                      self.mirror.state.dtype, rows)
             return
+        breaks = self.mirror.link_breaks
         seq = self.mirror.insert(stored)
+        self.metrics.stream_breaks.inc(self.mirror.link_breaks - breaks)
         self.store.put(seq, rows, payload)
         self.inserted_total += rows
         self.metrics.inserted.inc(rows)
+        count.stored.inc(rows)
 
     def _conform(self, batch: TransitionBatch) -> TransitionBatch:
         if batch.state.dtype == self.mirror.state.dtype:

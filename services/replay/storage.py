@@ -11,10 +11,15 @@ Layout (prefix `REPLAY_REDIS_PREFIX`, default "tempest:replay"):
   {p}:inserted_total, {p}:sampled_total   ints: counters behind the replay ratio
   {p}:priorities     msgpack {version, alpha, max_priority, seq: int64 LE bytes, leaf: float32 LE
                      bytes}: the latest priority snapshot (every PRIORITY_SNAPSHOT_S and at stop)
-Chunks are written in arrival order; a chunk and its list entry go in one MULTI/EXEC, so a
-crash never leaves a listed chunk without its data.  While Redis is unreachable the writer
-retries with back-off and the queue holds up to `max_buffered` chunks; a chunk beyond that is
-lost and counted (never silently).
+Chunks are written in arrival order (= seq order) by one Lua script per group, so a crash never
+leaves a listed chunk without its data.  The script is idempotent: it skips chunks below the
+stored next_seq and evicts by name, so a group retried after a write that landed but whose
+reply was lost (a timeout, a dropped connection) is neither listed twice nor trims the list
+twice.  A failed group is retried as it is, ahead of newer chunks, so order survives failures.
+While Redis is unreachable the writer retries with back-off and the queue holds up to
+`max_buffered` chunks; a chunk beyond that is lost and counted (never silently).  `load` sorts
+the list by seq and drops duplicate or overlapping entries (rewriting it), so data written
+before these rules still restores in order, each row once.
 """
 from __future__ import annotations
 
@@ -32,6 +37,35 @@ import redis
 
 log = logging.getLogger("replay.storage")
 
+# KEYS: chunks list, rows, next_seq, inserted_total.  ARGV: chunk key prefix, rows held after the
+# group, group end (its next seq), chunks n, evictions e, then n x (seq, rows, payload), then
+# e x (seq, rows).  Chunks below the stored next_seq are already there (an earlier try of this
+# group landed): skipped.  Evictions delete by name, a no-op when done already.
+_WRITE_GROUP = """
+local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
+local n, e = tonumber(ARGV[4]), tonumber(ARGV[5])
+local added, i = 0, 6
+for _ = 1, n do
+  if tonumber(ARGV[i]) >= stored then
+    redis.call('SET', ARGV[1] .. ARGV[i], ARGV[i + 2])
+    redis.call('RPUSH', KEYS[1], ARGV[i] .. ':' .. ARGV[i + 1])
+    added = added + tonumber(ARGV[i + 1])
+  end
+  i = i + 3
+end
+for _ = 1, e do
+  redis.call('DEL', ARGV[1] .. ARGV[i])
+  redis.call('LREM', KEYS[1], 1, ARGV[i] .. ':' .. ARGV[i + 1])
+  i = i + 2
+end
+if added > 0 then
+  redis.call('SET', KEYS[3], ARGV[3])
+  redis.call('INCRBY', KEYS[4], added)
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return added
+"""
+
 
 class ChunkStore:
     def __init__(self, url: str, prefix: str, capacity: int, max_buffered: int,
@@ -43,6 +77,8 @@ class ChunkStore:
         self._queue: queue.Queue = queue.Queue(maxsize=max_buffered)
         self._chunks: deque[tuple[int, int]] = deque()
         self._rows = 0
+        self._in_hand = 0            # chunks taken from the queue, not yet written (a failed group)
+        self._write_group = self.redis.register_script(_WRITE_GROUP)
         self.on_written = on_written
         self.on_lost = on_lost
         self._stop = threading.Event()
@@ -64,8 +100,7 @@ class ChunkStore:
                     raise
                 log.warning("waiting for Redis: %s", exc)
                 time.sleep(1)
-        entries = [e.decode().split(":") for e in self.redis.lrange(f"{self.p}:chunks", 0, -1)]
-        chunks = [(int(s), int(r)) for s, r in entries]
+        chunks = self._clean_list()
         self._chunks = deque(chunks)
         self._rows = sum(r for _, r in chunks)
         next_seq = int(self.redis.get(f"{self.p}:next_seq") or 0)
@@ -87,13 +122,46 @@ class ChunkStore:
         except (KeyError, TypeError, msgpack.UnpackException) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
-    def iter_payloads(self, chunks: list[tuple[int, int]], group: int = 256) -> Iterator[tuple[int, bytes]]:
+    def _clean_list(self) -> list[tuple[int, int]]:
+        """The chunk list in seq order, each row once: entries that are duplicates (a retried
+        write before writes were idempotent), overlap an earlier chunk or do not parse are
+        dropped, and a list that needed it is rewritten (with the rows count), so it matches
+        the writer's picture, which evicts oldest first.  Payloads named only by dropped entries
+        are deleted."""
+        raw = self.redis.lrange(f"{self.p}:chunks", 0, -1)
+        parsed, bad = [], 0
+        for e in raw:
+            try:
+                s, r = e.decode().split(":")
+                parsed.append((int(s), int(r)))
+            except ValueError:
+                bad += 1
+        ordered = sorted(parsed, key=lambda c: c[0])    # stable: of equal seqs the first listed stays
+        chunks, end = [], None
+        for seq, rows in ordered:
+            if end is None or seq >= end:
+                chunks.append((seq, rows))
+                end = seq + rows
+        if len(chunks) == len(raw) and chunks == parsed:
+            return chunks
+        orphans = {s for s, _ in parsed} - {s for s, _ in chunks}
+        log.warning("Redis chunk list: %d entries, %d out of order, %d duplicate or overlapping, %d unparsable; "
+                    "rewritten in seq order (%d chunks)", len(raw), sum(a != b for a, b in zip(parsed, ordered)),
+                    len(parsed) - len(chunks), bad, len(chunks))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(f"{self.p}:chunks", *(f"{self.p}:chunk:{s}" for s in orphans))
+        if chunks:
+            pipe.rpush(f"{self.p}:chunks", *(f"{s}:{r}" for s, r in chunks))
+        pipe.set(f"{self.p}:rows", sum(r for _, r in chunks))
+        pipe.execute()
+        return chunks
+
+    def iter_payloads(self, chunks: list[tuple[int, int]], group: int = 256) -> Iterator[tuple[int, bytes | None]]:
+        """(seq, payload) in the order given; payload None where a listed chunk has none."""
         for i in range(0, len(chunks), group):
             part = chunks[i:i + group]
             values = self.redis.mget([f"{self.p}:chunk:{s}" for s, _ in part])
-            for (seq, _), value in zip(part, values):
-                if value is not None:
-                    yield seq, value
+            yield from ((seq, value) for (seq, _), value in zip(part, values))
 
     # -- writing ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -120,12 +188,12 @@ class ChunkStore:
 
     @property
     def buffered(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + self._in_hand
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued (up to `timeout`), then stop the thread."""
         deadline = time.monotonic() + timeout
-        while self._queue.qsize() and time.monotonic() < deadline:
+        while self.buffered and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
         if self._thread:
@@ -138,44 +206,51 @@ class ChunkStore:
 
     def _run(self) -> None:
         backoff = 0.1
-        item = None
+        # The group in hand, oldest first.  A failed group stays here and is retried as it is;
+        # newer chunks only join behind it (putting it back in the queue once sent it behind
+        # chunks that arrived meanwhile, out of seq order).
+        group: list[tuple[int, int, bytes]] = []
         next_flush = time.monotonic() + 1.0
         while not self._stop.is_set():
             if time.monotonic() >= next_flush:  # also under a steady stream of chunks
                 self._flush_counters()
                 next_flush = time.monotonic() + 1.0
-            if item is None:
+            if not group:
                 try:
-                    item = self._queue.get(timeout=0.2)
+                    group.append(self._queue.get(timeout=0.2))
                 except queue.Empty:
                     self._flush_counters()
                     next_flush = time.monotonic() + 1.0
                     continue
-            batch = [item]
-            while len(batch) < 64:
+            while len(group) < 64:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self._in_hand = len(group)
             try:
-                self._write(batch)
+                self._write(group)
                 backoff = 0.1
-                item = None
+                group = []
+                self._in_hand = 0
             except redis.RedisError as exc:
                 log.warning("Redis write failed (%s); retrying in %.1f s, %d chunks buffered",
-                            exc, backoff, self._queue.qsize() + len(batch))
-                for extra in batch[1:]:  # keep order: retry the whole group, first item first
-                    try:
-                        self._queue.put_nowait(extra)
-                    except queue.Full:
-                        self.on_lost(extra[1])
-                item = batch[0]
+                            exc, backoff, self.buffered)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+        while True:                 # stopped with Redis unreachable: what was not written is lost, counted
+            try:
+                group.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if group:
+            log.error("stopping with %d chunks not written to Redis: lost", len(group))
+            self.on_lost(sum(rows for _, rows, _ in group))
+        self._in_hand = 0
 
     def _write(self, batch: list[tuple[int, int, bytes]]) -> None:
-        # A few commands per group, not per chunk (MSET, one RPUSH, one DEL): this thread shares
-        # the GIL with the main loop, so its Python work per chunk is what it costs the inserts.
+        # One script call per group, not commands per chunk: this thread shares the GIL with the
+        # main loop, so its Python work per chunk is what it costs the inserts.
         rows_added = sum(rows for _, rows, _ in batch)
         total = self._rows + rows_added
         listed = len(self._chunks) + len(batch)
@@ -183,19 +258,15 @@ class ChunkStore:
         for seq, rows in itertools.chain(self._chunks, ((seq, rows) for seq, rows, _ in batch)):
             if total <= self.capacity or listed - len(evict) <= 1:
                 break
-            evict.append(seq)
+            evict.append((seq, rows))
             total -= rows
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.mset({f"{self.p}:chunk:{seq}": payload for seq, _, payload in batch})
-        pipe.rpush(f"{self.p}:chunks", *(f"{seq}:{rows}" for seq, rows, _ in batch))
-        if evict:
-            pipe.delete(*(f"{self.p}:chunk:{seq}" for seq in evict))
-            pipe.ltrim(f"{self.p}:chunks", len(evict), -1)
-        last_seq, last_rows = batch[-1][0], batch[-1][1]
-        pipe.set(f"{self.p}:rows", total)
-        pipe.set(f"{self.p}:next_seq", last_seq + last_rows)
-        pipe.incrby(f"{self.p}:inserted_total", rows_added)
-        pipe.execute()
+        args = [f"{self.p}:chunk:", total, batch[-1][0] + batch[-1][1], len(batch), len(evict)]
+        for item in batch:
+            args.extend(item)
+        for item in evict:
+            args.extend(item)
+        p = self.p
+        self._write_group(keys=[f"{p}:chunks", f"{p}:rows", f"{p}:next_seq", f"{p}:inserted_total"], args=args)
         # Only now, with the group in Redis, does the local picture change (a failed write is
         # retried as a whole).
         self._chunks.extend((seq, rows) for seq, rows, _ in batch)

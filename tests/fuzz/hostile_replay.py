@@ -43,8 +43,9 @@ ROW_FIELDS = tuple(f.name for f in dataclasses.fields(TransitionBatch) if f.meta
 
 
 def schema1(obj: dict) -> bytes:
-    """A wire map sent as schema 1 (before expert labels): version 1, no expert_action."""
-    return pack({**{k: v for k, v in obj.items() if k != "expert_action"}, "v": 1})
+    """A wire map sent as schema 1 (before expert labels and row numbers): version 1, no
+    expert_action, no first_row."""
+    return pack({**{k: v for k, v in obj.items() if k not in ("expert_action", "first_row")}, "v": 1})
 
 
 def replay_pull_shots(rng: np.random.Generator, n: int, state_dim: int) -> Iterator[Shot]:

@@ -33,7 +33,7 @@ def test_worker_plays_with_published_weights(rompath, tmp_path):
     torch.manual_seed(0)
     net = DuelingQNetwork(STATE_SIZE, NUM_ACTIONS, (32,))
     weights = {k: v.numpy() for k, v in net.state_dict().items()}
-    msg = encode(WeightsSchedule(1, weights, 0.0, 0.0, 1.0, 0.0, 0, time.time()))
+    msg = encode(WeightsSchedule(1, weights, 0.0, 0.0, 1.0, 0.0, 0, time.time(), "test-run:1"))
     episodes = []
     try:
         wait_for(lambda: scrape(port).get("tempest_frames_total", 0) > 300, 60, what="random play")

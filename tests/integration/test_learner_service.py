@@ -161,6 +161,7 @@ def test_control_checkpoint_resume_nan_and_schedule(stack):
     wait_for(lambda: scrape(p["lmetrics"])["tempest_learner_global_frames"] == 20_000, 20, what="global frames")
     msg = latest_weights(p["weights"], 1, 60)
     assert msg.global_frames == 20_000 and msg.expert_ratio == pytest.approx(0.2)
+    first_incarnation = msg.incarnation
     m = scrape(p["lmetrics"])
     assert m["tempest_expert_ratio"] == pytest.approx(0.2)
     assert m['tempest_dqn_reward_mean{window="1M"}'] == 1500 and m['tempest_dqn_evaluation_games{window="1M"}'] == 1
@@ -185,6 +186,9 @@ def test_control_checkpoint_resume_nan_and_schedule(stack):
     assert m['tempest_learner_setting{name="tau"}'] == 0.03
     msg = latest_weights(p["weights"], ckpt["counters"]["weights_version"] + 1, 60)
     assert msg.expert_ratio == pytest.approx(0.2)
+    # the same run (its id), another incarnation: workers take these weights whatever their version
+    assert msg.incarnation != first_incarnation
+    assert msg.incarnation.rsplit(":", 1)[0] == first_incarnation.rsplit(":", 1)[0] == ckpt["run_id"]
     assert ckpt["counters"]["last_mark"] == 16_000
     push.send(encode(Heartbeat("w1", 25_000, 3, 600.0, 270.0, time.time())))
     wait_for((tmp / "ckpt" / "mark-000000024000.pt").exists, 20, what="the 24k-frame mark after resuming")
@@ -198,13 +202,13 @@ def test_marks_survive_rotation(tmp_path):
         [None, 250_000, None, 750_000, 750_000]
     assert checkpoint.mark_due(10**9, 0, 0) is None   # 0 = off
     for step in range(1, 30):
-        checkpoint.save(tmp_path, {"step": step}, step * 100)
+        checkpoint.save(tmp_path, {"run_id": "r1", "step": step}, step * 100)
         if step % 7 == 0:
-            checkpoint.save_mark(tmp_path, {"step": step}, step * 1000)
+            checkpoint.save_mark(tmp_path, {"run_id": "r1", "step": step}, step * 1000)
     names = sorted(f.name for f in tmp_path.iterdir())
-    assert names == [f"checkpoint-{s * 100:012d}.pt" for s in (27, 28, 29)] + \
+    assert names == [f"checkpoint-r1-{s * 100:012d}.pt" for s in (27, 28, 29)] + \
         [f"mark-{s * 1000:012d}.pt" for s in (7, 14, 21, 28)], "only rolling checkpoints rotate; no temp files left"
-    assert checkpoint.latest(tmp_path).name == "checkpoint-000000002900.pt"
+    assert checkpoint.latest(tmp_path).name == "checkpoint-r1-000000002900.pt"
     assert checkpoint.load(tmp_path / "mark-000000021000.pt")["step"] == 21
 
 
@@ -225,16 +229,51 @@ def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line(tmp_path, content
         path.write_bytes(b"not a checkpoint")
         expected = (f"learner: {path} cannot be read as a learner checkpoint (not a torch file of tensors and plain "
                     "values): start a new run with RESUME=0 or another CHECKPOINT_DIR")
-    ports = {k: free_port() for k in ("e", "w", "c")}
-    env = dict(os.environ, PYTHONPATH=str(REPO), REPLAY_ADDR=f"tcp://127.0.0.1:{free_port()}",
-               LEARNER_EPISODES_BIND=f"tcp://127.0.0.1:{ports['e']}", WEIGHTS_BIND=f"tcp://127.0.0.1:{ports['w']}",
-               CONTROL_BIND=f"tcp://127.0.0.1:{ports['c']}", METRICS_PORT="0", DEVICE="cpu", HIDDEN="16",
-               STATE_DIM=str(N_STATES), RESUME="1", CHECKPOINT_DIR=str(ckpt_dir))
+    env = dict(os.environ, PYTHONPATH=str(REPO), **lone_learner_env(ckpt_dir))
     out = subprocess.run([sys.executable, "-m", "services.learner.main"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr + out.stdout
     assert out.stderr.strip().splitlines() == [expected]
+
+
+def lone_learner_env(ckpt_dir) -> dict:
+    """A learner of a 16-wide network with no replay to talk to, resuming from `ckpt_dir`."""
+    ports = {k: free_port() for k in ("e", "w", "c", "r")}
+    return dict(REPLAY_ADDR=f"tcp://127.0.0.1:{ports['r']}", LEARNER_EPISODES_BIND=f"tcp://127.0.0.1:{ports['e']}",
+                WEIGHTS_BIND=f"tcp://127.0.0.1:{ports['w']}", CONTROL_BIND=f"tcp://127.0.0.1:{ports['c']}",
+                METRICS_PORT="0", DEVICE="cpu", HIDDEN="16", STATE_DIM=str(N_STATES), RESUME="1",
+                CHECKPOINT_DIR=str(ckpt_dir))
+
+
+def test_a_truncated_newest_checkpoint_is_passed_over_not_crash_looped_on(tmp_path):
+    """Issue 15: a damaged newest checkpoint made every restart exit 2.  Now the service says which
+    file it passes over and why, resumes the one before it, and runs."""
+    from prometheus_client import CollectorRegistry
+
+    from services.learner.learner import Learner
+    from services.learner.metrics import LearnerMetrics
+    from services.learner.settings import load_learner_config, load_live_settings
+    env = lone_learner_env(tmp_path / "ckpt")
+    run = Learner(load_learner_config(env), load_live_settings(env), LearnerMetrics(CollectorRegistry()))
+    for sock in (run.inbox, run.pub):   # only its checkpoints are wanted: the service binds the same addresses
+        sock.close(0)
+    run.control.close()
+    run.replay.close()
+    for run.steps in (100, 200):
+        newest = checkpoint.save(tmp_path / "ckpt", run.checkpoint_dict(), run.steps)
+    newest.write_bytes(newest.read_bytes()[:1000])    # cut short
+    proc = start_service("services.learner.main", env, tmp_path / "learner.log")
+    try:
+        wait_for(lambda: f"learner {run.run_id} on cpu" in (tmp_path / "learner.log").read_text(), 60,
+                 what="the resumed run's loop (its SIGTERM handler in place)")
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0
+    text = (tmp_path / "learner.log").read_text()
+    previous = tmp_path / "ckpt" / f"checkpoint-{run.run_id}-{100:012d}.pt"
+    assert f"checkpoint {newest} passed over: it cannot be read as a learner checkpoint (" in text
+    assert f"resumed run {run.run_id} from {previous} at step 100" in text and "Traceback" not in text
 
 
 def test_a_setting_change_is_answered_at_once_while_samples_are_in_flight(stack):

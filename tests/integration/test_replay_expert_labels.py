@@ -45,7 +45,7 @@ def schema1_bytes(batch: TransitionBatch) -> bytes:
     """The batch as a schema-1 sender wrote it (and the replay stored it): no expert_action, v 1."""
     obj = msgpack.unpackb(encode(batch), raw=False)
     obj["v"] = 1
-    del obj["expert_action"]
+    del obj["expert_action"], obj["first_row"]   # schema 1 had neither (wire.UPGRADES)
     return msgpack.packb(obj, use_bin_type=True)
 
 

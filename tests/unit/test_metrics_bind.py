@@ -12,7 +12,7 @@ import pytest
 from tempest_common.config import ConfigError
 from tempest_common.service_main import metrics_addr
 from tests.conftest import free_port
-from tools.local_stack import ports_with, procfile
+from tools.local_stack import ports_with, programs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def test_metrics_addr_refuses_a_name_in_one_line():
 
 
 def test_make_up_binds_every_metrics_endpoint_to_loopback(tmp_path):
-    lines = procfile(tmp_path, ports_with(0)).splitlines()
-    python_services = [line for line in lines if "services." in line]
-    assert len(python_services) == 4   # emulator, replay, expert, learner
-    assert all("METRICS_ADDR=127.0.0.1" in line for line in python_services)
+    procs = programs(tmp_path, ports_with(0), emulators=2)
+    python_services = {name: env for name, (argv, env) in procs.items() if any("services." in a for a in argv)}
+    assert set(python_services) == {"emulator-9110", "emulator-9111", "replay", "expert", "learner"}
+    assert all(env["METRICS_ADDR"] == "127.0.0.1" for env in python_services.values())

@@ -43,10 +43,10 @@ def learner_net(layer_norm: bool) -> DuelingQNetwork:
     return net
 
 
-def published(net: DuelingQNetwork, version: int = 1) -> bytes:
+def published(net: DuelingQNetwork, version: int = 1, incarnation: str = "run-a:1") -> bytes:
     """What Learner.publish sends."""
     weights = {k: v.detach().float().cpu().numpy() for k, v in net.state_dict().items()}
-    return encode(WeightsSchedule(version, weights, 0.5, 0.1, 0.05, 0.01, 12345, time.time()))
+    return encode(WeightsSchedule(version, weights, 0.5, 0.1, 0.05, 0.01, 12345, time.time(), incarnation))
 
 
 def test_layouts_and_parameter_names():
@@ -182,6 +182,40 @@ def test_worker_refuses_weights_that_lie_and_keeps_its_network():
         _receive(policy, pub, published(wrong_actions, version=4), until=lambda p: malformed("bad_weights") > 1)
         assert policy.net is net and policy.version == 1
         assert policy.act(FIRST_LIVES[1], FIRST_LIVES[0]) in range(NUM_ACTIONS)
+    finally:
+        policy.close()
+        pub.close(0)
+        ctx.term()
+
+
+def test_worker_takes_a_restarted_learners_weights_whatever_their_version():
+    """Versions only grow within one learner incarnation: a worker ignores an older version from
+    the same learner, but a restarted learner (or a new run) publishing version 1 after version 40
+    is taken at once (counted), and its own older copies are then ignored again."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind("inproc://weights-incarnation")
+    policy = NetworkPolicy("inproc://weights-incarnation", metrics, ctx)
+    try:
+        first, stale, restarted, newer = (learner_net(False) for _ in range(4))
+        _receive(policy, pub, published(first, version=40, incarnation="run-a:100"))
+        assert policy.version == 40 and policy.incarnation == "run-a:100"
+        for _ in range(20):   # the subscriber is connected: these arrive, and are each polled
+            pub.send(published(stale, version=39, incarnation="run-a:100"))   # the same learner, older
+            time.sleep(0.01)
+            policy.poll()
+        assert policy.version == 40 and metrics.learner_incarnations._value.get() == 0
+        state = torch.from_numpy(encode_state(decode_ram(FIRST_LIVES[1]), decode_ram(FIRST_LIVES[0])))[None]
+        with torch.no_grad():
+            assert torch.equal(policy.net(state), first(state))
+        _receive(policy, pub, published(restarted, version=1, incarnation="run-a:200"),
+                 until=lambda p: p.incarnation == "run-a:200")
+        assert policy.version == 1 and metrics.learner_incarnations._value.get() == 1
+        with torch.no_grad():
+            assert torch.equal(policy.net(state), restarted(state))
+        _receive(policy, pub, published(newer, version=2, incarnation="run-a:200"), until=lambda p: p.version == 2)
+        assert metrics.learner_incarnations._value.get() == 1
     finally:
         policy.close()
         pub.close(0)

@@ -75,17 +75,20 @@ def test_wrong_version(v):
 
 
 def test_schema_1_transitions_still_read_with_derived_labels():
-    """Schema 1 had no expert labels; the replay keeps transition batches as wire bytes, so the
-    bytes a schema-1 worker sent (golden, kept from then) must still read: the expert's own rows
-    labelled with its action, the others unlabelled."""
+    """Schema 1 had no expert labels and no row numbers; the replay keeps transition batches as
+    wire bytes, so the bytes a schema-1 worker sent (golden, kept from then) must still read: the
+    expert's own rows labelled with its action, the others unlabelled, first_row -1 (not numbered:
+    the replay does not account it)."""
     old = (GOLDEN / "v1" / "transitions.msgpack").read_bytes()
-    assert msgpack.unpackb(old)["v"] == 1 and "expert_action" not in msgpack.unpackb(old)
+    raw = msgpack.unpackb(old)
+    assert raw["v"] == 1 and "expert_action" not in raw and "first_row" not in raw
     batch = decode(old, expect=m.TransitionBatch)
     new = EXAMPLES["transitions"]
     for name in ("episode_id", "step", "actor", "action", "state", "truncated"):
         np.testing.assert_array_equal(getattr(batch, name), getattr(new, name))
     np.testing.assert_array_equal(batch.expert_action, [3, m.NO_ACTION])   # expert row; truncated row
-    assert encode(batch) == encode(new)   # re-sent, it is today's message
+    assert batch.first_row == -1 and new.first_row == 126
+    assert encode(batch) == encode(dataclasses.replace(new, first_row=-1))   # re-sent, it is today's message
 
 
 def test_schema_1_reads_only_what_it_lacks():
@@ -93,6 +96,10 @@ def test_schema_1_reads_only_what_it_lacks():
     obj = _raw(EXAMPLES["transitions"])
     obj["v"] = 1   # a schema-1 batch cannot carry labels: refused, not half-read
     assert _reason(msgpack.packb(obj)) == "bad_field"
+    del obj["expert_action"]   # nor row numbers
+    assert _reason(msgpack.packb(obj)) == "bad_field"
+    del obj["first_row"]
+    assert decode(msgpack.packb(obj), expect=m.TransitionBatch).first_row == -1
     ack = _raw(EXAMPLES["ack"])
     ack["v"] = 1
     assert _reason(msgpack.packb(ack)) == "wrong_version"

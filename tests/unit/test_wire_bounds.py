@@ -39,6 +39,10 @@ REFUSED = {
     "reward_overflowing_an_n_step_sum": transitions(reward_game=[3e38, 0.0]),
     "reward_nan": transitions(reward_shaping=[np.nan, 0.0]),
     "negative_step": transitions(step=[-5, 0]),
+    # the replay keeps first_row per stream and counts rows from it (issue 15): a bounded count
+    "first_row_minus_2": replace(EX["transitions"], first_row=-2),
+    "first_row_2_53_plus_1": replace(EX["transitions"], first_row=2 ** 53 + 1),
+    "first_row_2_64": replace(EX["transitions"], first_row=2 ** 64 - 1),
     # frames_total = 2**64 - 1 pushed the learner's global frames past 64 bits: publish() raised
     "heartbeat_2_64": replace(EX["heartbeat"], frames_total=2 ** 64 - 1),
     "heartbeat_2_53_plus_1": replace(EX["heartbeat"], frames_total=2 ** 53 + 1),
@@ -79,6 +83,8 @@ def test_the_honest_examples_still_pass(kind):
 def test_the_edges_that_are_legitimate_still_pass():
     decode(wire(transitions(action=[NUM_ACTIONS - 1, -1], truncated=[False, True], terminal=[False, False])))
     decode(wire(replace(EX["heartbeat"], frames_total=2 ** 53)))
+    for first_row in (-1, 0, 2 ** 53):   # not numbered, a stream's first row, the largest count
+        assert decode(wire(replace(EX["transitions"], first_row=first_row))).first_row == first_row
     decode(wire(replace(EX["episode"], score=m.MAX_SCORE, game_score=m.MAX_SCORE)))
 
 

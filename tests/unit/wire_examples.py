@@ -36,7 +36,7 @@ def examples() -> dict[str, m.Message]:
             reward_game=np.array([150.0, 0.0], np.float32),
             reward_shaping=np.array([0.25, -0.5], np.float32),
             terminal=np.array([False, False]), truncated=np.array([False, True]),
-            state=_states(), expert_action=np.array([3, m.NO_ACTION], np.int16)),
+            state=_states(), expert_action=np.array([3, m.NO_ACTION], np.int16), first_row=126),
         m.EpisodeSummary(
             stream_id="w0-run1", worker_id="w0", episode_id=5, game_id=2, evaluation=False,
             length=1234, game_reward=4500.0, shaping_reward=-1.5, score=4500, game_score=12850,
@@ -64,7 +64,7 @@ def examples() -> dict[str, m.Message]:
             version=12, weights={"fc1.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
                                  "fc1.bias": np.array([0.5, -0.5], np.float32)},
             expert_ratio=0.25, epsilon=0.05, evaluation_share=0.1, evaluation_epsilon=0.0,
-            global_frames=5000000, wall_time=1700000002.0),
+            global_frames=5000000, wall_time=1700000002.0, incarnation="20261129-120000-ab12cd34:1700000000.5"),
         m.ControlRequest(request_id=10, op="set", settings={"lr": 0.0001, "n_step": 5,
                                                            "use_per": True, "note": "x"},
                           token="0123456789abcdef"),
