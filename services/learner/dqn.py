@@ -1,6 +1,6 @@
 r"""The learner's maths: dueling double DQN with n-step targets, PER weights and DQfD margin loss.
 
-Shapes: B = batch, D = state dim (200), A = actions (44).
+Shapes: B = batch, D = state dim (408), A = actions (44).
 
 Network (dueling)::
     h = MLP(s)                                   # [B, H]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tempest_common.config import ConfigError, check, load_config, parse, setting
 from tempest_common.state_vector import STATE_SIZE
 
-# Why these bounds: a sample reply of 2^16 rows of 200 float32 states is ~100 MB, and the learner
+# Why these bounds: a sample reply of 2^16 rows of 408 float32 states is ~200 MB, and the learner
 # keeps 2 x GRADIENT_ACCUMULATION_STEPS of them in flight; a live `set batch_size=1000000000` must
 # not be able to ask the replay for (or the GPU to hold) more than that.
 MAX_BATCH_SIZE = 1 << 16

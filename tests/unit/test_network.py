@@ -35,7 +35,7 @@ def keep_torch_threads():
 
 
 def learner_net(layer_norm: bool) -> DuelingQNetwork:
-    torch.manual_seed(3)
+    torch.manual_seed(4)   # a seed whose argmax varies over the recorded states, with and without LayerNorm
     net = DuelingQNetwork(STATE_SIZE, NUM_ACTIONS, HIDDEN, layer_norm=layer_norm)
     with torch.no_grad():   # trained-looking LayerNorm gains and biases, not the initial 1s and 0s
         for p in net.parameters():

@@ -67,3 +67,27 @@ def test_velocity_needs_the_same_slot_occupied_twice():
     with_prev = encode_state(s1, s0)
     moved = [with_prev[INDEX[f"enemy{k}_depth_velocity"]] for k in range(7)]
     assert any(m != 0 for m in moved)
+
+
+def test_lane_map_places_each_object_at_its_distance_from_the_player():
+    ram = _play_state(player_lane=3)
+    ram[0x2DF], ram[0x2B9], ram[0x283] = 0x40, 5, 0   # a flipper in lane 5 at depth 0x40: two lanes up
+    ram[0x2E0], ram[0x2BA], ram[0x283 + 1] = 0x10, 14, 4   # a fuseball at the rim in lane 14: 5 lanes down (wraps)
+    ram[0x3AC:0x3BC] = 0
+    ram[0x3AC + 3] = 0xC0                               # a spike in the player's own lane, tip at 0xC0
+    v = encode_state(decode_ram(ram))
+    lane = lambda d, col: v[INDEX[f"lane{d:+d}_{col}"]]  # noqa: E731
+    assert lane(2, "enemy") == lane(2, "flipper") == 0.75 and lane(2, "fuseball") == 0 and lane(2, "at_rim") == 0
+    assert lane(-5, "enemy") == lane(-5, "fuseball") == 1 - 0x10 / 256 and lane(-5, "at_rim") == 1
+    assert lane(0, "spike") == 1 - 0xC0 / 256 and lane(1, "spike") == 0
+    others = [d for d in range(-8, 8) if d not in (2, -5)]
+    assert all(lane(d, "enemy") == 0 for d in others)
+    assert all(lane(d, "exists") == 1 for d in range(-8, 8))   # a closed tube: every lane
+
+
+def test_lane_map_ends_with_an_open_tube():
+    ram = _play_state(player_lane=0, tube_open=True)
+    ram[0x2DF], ram[0x2B9] = 0x40, 15   # lane 15: 15 lanes up on an open tube, past the map's +7
+    v = encode_state(decode_ram(ram))
+    assert v[INDEX["lane-1_exists"]] == 0 and v[INDEX["lane+0_exists"]] == v[INDEX["lane+7_exists"]] == 1
+    assert all(v[INDEX[f"lane{d:+d}_enemy"]] == 0 for d in range(-8, 8))
