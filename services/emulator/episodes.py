@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from tempest_common.messages import ACTOR_EXPERT, ACTOR_NAMES, NO_ACTION, EpisodeSummary
+from tempest_common.messages import ACTOR_NAMES, NO_ACTION, EpisodeSummary, expert_labels
 
 from .session import DEATHS, Tick, TickKind
 
@@ -104,7 +104,7 @@ class EpisodeTracker:
         if not self.in_episode:
             self._open(score, evaluation)
         actor, action, *label = decision
-        label = label[0] if label else (action if actor == ACTOR_EXPERT else NO_ACTION)
+        label = label[0] if label else expert_labels(actor, action)   # as TransitionBatch derives it
         self._pending = (tick.ram, prev_ram, int(action), int(actor), score, int(label))
         self._last_score, self._level = score, tick.level
         return records, ends
