@@ -35,6 +35,11 @@ MAX_COUNTER = 1 << 53       # frame and episode counters: exact as float64 (Prom
 MAX_NAME_CHARS = 256        # a str field (ids, names): services keep them (one per stream, worker)
 MAX_TEXT_CHARS = 4096       # an optional_str field (an error's text)
 MAX_DICT_ITEMS = 256        # entries of a dict field (settings, actor counts)
+# A worker's reward settings (Heartbeat, schema 3): the emulator's REWARD_SCALE, REWARD_CLIP,
+# DEATH_PENALTY and SURVIVAL_BONUS take exactly these ranges (services/emulator/config.py reads
+# them from here), so a heartbeat outside them lies.  The learner bounds Q with them.
+REWARD_SETTING_RANGES = {"reward_scale": (0.0, 1.0), "reward_clip": (0.0, MAX_ABS_REWARD),
+                         "death_penalty": (0.0, MAX_ABS_REWARD), "survival_bonus": (-10.0, 10.0)}
 
 WIRE_TYPES = ("int", "float", "str", "bool", "array", "dict", "optional_str", "game_state", "arrays")
 _FLOATS = ("float16", "float32")  # states may travel as float16 (docs/design.md, Messages)
@@ -203,7 +208,12 @@ class EpisodeSummary(Message):
 @dataclass(**_FROZEN)
 class Heartbeat(Message):
     """Worker liveness and throughput: counters since the worker started, frames = decided ticks,
-    video_fps = MAME video frames per second (docs/design.md, Units)."""
+    video_fps = MAME video frames per second (docs/design.md, Units).  Since schema 3 also the
+    worker's reward settings, what its rows' rewards are made of (services/emulator/episodes.py):
+    per tick, reward_game = clip(score delta x reward_scale, +-reward_clip) - death_penalty on the
+    death edge, reward_shaping = survival_bonus on every other tick.  All four NaN: unknown (what a
+    schema-2 heartbeat, which lacks them, means; also the default); else each must be finite and in
+    REWARD_SETTING_RANGES."""
     KIND: ClassVar[str] = "heartbeat"
     worker_id: str = _f("str")
     frames_total: int = _f("int")
@@ -211,6 +221,15 @@ class Heartbeat(Message):
     video_fps: float = _f("float")
     frames_per_s: float = _f("float")
     wall_time: float = _f("float")
+    reward_scale: float = field(default=float("nan"), metadata=_f("float").metadata)
+    reward_clip: float = field(default=float("nan"), metadata=_f("float").metadata)
+    death_penalty: float = field(default=float("nan"), metadata=_f("float").metadata)
+    survival_bonus: float = field(default=float("nan"), metadata=_f("float").metadata)
+
+    @property
+    def rewards_known(self) -> bool:
+        """Whether this heartbeat carries the worker's reward settings (schema 3 with them set)."""
+        return not np.isnan(self.reward_scale)
 
     def validate(self) -> None:
         super().validate()
@@ -219,6 +238,13 @@ class Heartbeat(Message):
             raise ValueError("heartbeat: frames_total and episodes_total must be in 0..2^53")
         if not all(np.isfinite(v) and v >= 0 for v in (self.video_fps, self.frames_per_s)):
             raise ValueError("heartbeat: video_fps and frames_per_s must be finite and >= 0")
+        rewards = {name: getattr(self, name) for name in REWARD_SETTING_RANGES}
+        if all(np.isnan(v) for v in rewards.values()):
+            return   # unknown (schema 2)
+        for name, (lo, hi) in REWARD_SETTING_RANGES.items():
+            if not lo <= rewards[name] <= hi:   # NaN fails too: the four are known together or not at all
+                raise ValueError(f"heartbeat: {name} must be finite and in [{lo:g}, {hi:g}] "
+                                 f"(all four NaN: unknown), got {rewards[name]!r}")
 
 
 @dataclass(**_FROZEN)
@@ -333,10 +359,11 @@ class WeightsSchedule(Message):
 
 @dataclass(**_FROZEN)
 class ControlRequest(Message):
-    """Live settings: op "get" (settings: ignored, may be empty) or "set" (name -> new value).
-    token: the learner's control token (CONTROL_TOKEN_FILE); "set" is refused without it."""
+    """Live settings: op "get" (settings: ignored, may be empty) or "set" (name -> new value);
+    op "rollback" (settings: {} or {"step": N}) restores the networks of a checkpoint.
+    token: the learner's control token (CONTROL_TOKEN_FILE); "set" and "rollback" are refused without it."""
     KIND: ClassVar[str] = "control_request"
-    OPS: ClassVar[tuple[str, ...]] = ("get", "set")
+    OPS: ClassVar[tuple[str, ...]] = ("get", "set", "rollback")
     request_id: int = _f("int")
     op: str = _f("str")
     settings: dict = _f("dict")
@@ -368,3 +395,15 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 def field_specs(cls: type[Message]) -> list[tuple[str, dict[str, Any]]]:
     """[(field name, metadata)] in wire order."""
     return [(f.name, f.metadata) for f in fields(cls)]
+
+
+@dataclass(**_FROZEN)
+class PriorityReset(Message):
+    """Learner -> replay: forget the maximum priority seen (and the running mean behind
+    PER_NEW_PRIORITY_CAP), so new rows enter at the initial priority again instead of one a
+    divergence ratcheted up; sent after a rollback.  Answered with an Ack."""
+    KIND: ClassVar[str] = "priority_reset"
+    request_id: int = _f("int")
+
+
+MESSAGE_TYPES[PriorityReset.KIND] = PriorityReset

@@ -26,12 +26,23 @@ from tempest_common.messages import MESSAGE_TYPES, Message, field_specs
 # a few us of every small request / reply).
 _field_specs = functools.lru_cache(maxsize=None)(field_specs)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Older schema versions still read, per message kind: the fields that version lacks (the message
-# class derives them).  Schema 1 had no expert labels (TransitionBatch.expert_action) and no row
-# numbers (first_row: -1, not numbered); the replay stores transition batches as wire bytes, so a
-# stored schema-1 chunk must stay readable.
-UPGRADES: dict[int, dict[str, tuple[str, ...]]] = {1: {"transitions": ("expert_action", "first_row")}}
+# class derives them); () = the same fields as today, only the version number is older.  A kind
+# not listed under a version is refused as "wrong_version".
+# Schema 1 had no expert labels (TransitionBatch.expert_action) and no row numbers (first_row: -1,
+# not numbered); the replay stores transition batches as wire bytes, so a stored schema-1 chunk
+# must stay readable.  Schema 2 had no reward settings in heartbeats (Heartbeat.reward_scale,
+# reward_clip, death_penalty, survival_bonus: NaN, unknown); every other schema-2 kind has
+# today's fields and stays readable (schema-2 chunks in Redis; peers of the previous release).
+# Kinds added after schema 2 are not in its list: no schema-2 bytes of them exist.
+_SCHEMA_2_SAME = ("transitions", "episode", "expert_request", "expert_reply", "sample_request", "sample_reply",
+                  "priority_update", "ack", "weights", "control_request", "control_reply")
+UPGRADES: dict[int, dict[str, tuple[str, ...]]] = {
+    1: {"transitions": ("expert_action", "first_row")},
+    2: {**{kind: () for kind in _SCHEMA_2_SAME},
+        "heartbeat": ("reward_scale", "reward_clip", "death_penalty", "survival_bonus")},
+}
 
 # Every MessageError.reason, so metrics can pre-create their label values.
 REASONS = ("not_msgpack", "not_a_map", "wrong_version", "unknown_kind", "unexpected_kind",

@@ -6,9 +6,12 @@ import socket
 from dataclasses import dataclass
 
 from tempest_common.config import load_config, setting
-from tempest_common.messages import MAX_BATCH_ROWS
+from tempest_common.messages import MAX_BATCH_ROWS, REWARD_SETTING_RANGES
 
 _DEFAULT_ID = f"{socket.gethostname()}-{os.getpid()}"
+# the reward settings' ranges are the heartbeat's (a worker reports them to the learner, which bounds Q with them)
+_LO = {name: lo for name, (lo, _) in REWARD_SETTING_RANGES.items()}
+_HI = {name: hi for name, (_, hi) in REWARD_SETTING_RANGES.items()}
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,13 @@ class EmulatorConfig:
     state_dtype: str = setting("STATE_DTYPE", "float16", choices=("float16", "float32"), help="state dtype on the wire")
     send_hwm: int = setting("SEND_HWM", 1000, min=1, max=1_000_000,
                             help="messages buffered per peer while it is away; beyond that they are dropped and counted")
-    reward_scale: float = setting("REWARD_SCALE", 0.01, min=0.0, max=1.0, help="reward per game point")
-    reward_clip: float = setting("REWARD_CLIP", 10.0, min=0.0, max=1e6, help="per-step clip of the scaled score delta")
-    death_penalty: float = setting("DEATH_PENALTY", 5.0, min=0.0, max=1e6, help="reward subtracted on a death")
-    survival_bonus: float = setting("SURVIVAL_BONUS", 0.0, min=-10.0, max=10.0,
+    reward_scale: float = setting("REWARD_SCALE", 0.01, min=_LO["reward_scale"], max=_HI["reward_scale"],
+                                  help="reward per game point")
+    reward_clip: float = setting("REWARD_CLIP", 10.0, min=_LO["reward_clip"], max=_HI["reward_clip"],
+                                  help="per-step clip of the scaled score delta")
+    death_penalty: float = setting("DEATH_PENALTY", 5.0, min=_LO["death_penalty"], max=_HI["death_penalty"],
+                                    help="reward subtracted on a death")
+    survival_bonus: float = setting("SURVIVAL_BONUS", 0.0, min=_LO["survival_bonus"], max=_HI["survival_bonus"],
                                     help="shaping reward per tick alive (stored apart from the game reward)")
     stall_timeout_s: float = setting("STALL_TIMEOUT_S", 10.0, min=1.0, max=600.0,
                                      help="restart MAME when no game tick arrives for this long")

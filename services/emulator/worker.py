@@ -163,8 +163,11 @@ class EmulatorWorker:
         self.metrics.video_fps.set(video_fps)
         self.metrics.frames_per_s.set(frames_per_s)
         self._rate_mark = (now, self._video_frame, self.frames_total)
+        r = self.tracker.reward   # the settings its rows' rewards are made with: the learner bounds Q by them
         self.peers.send("learner", Heartbeat(self.cfg.worker_id, self.frames_total, self.episodes_total,
-                                             video_fps, frames_per_s, time.time()))
+                                             video_fps, frames_per_s, time.time(), reward_scale=r.scale,
+                                             reward_clip=r.clip, death_penalty=r.death_penalty,
+                                             survival_bonus=r.survival_bonus))
 
     def _write_trace(self) -> None:
         if not self._trace:

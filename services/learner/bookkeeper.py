@@ -24,6 +24,11 @@ MAX_WINDOW_RECORDS entries):
     times 20 (the seed's RwdSlope).
 Schedule: expert_ratio = max(floor, start * decay ** (frames / decay_every)); epsilon is a live
 setting.  state_dict() / load_state_dict() carry all of it through checkpoints.
+Reward settings (issue 16): each worker's latest heartbeat that carries them (schema 3; a schema-2
+heartbeat says nothing and changes nothing), at most MAX_WORKERS (the least recently reporting
+forgotten first); q_bound(gamma) is the widest Q bound over them (qbound.py), None until one
+reported.  Not checkpointed: every worker reports again within its HEARTBEAT_S.  A worker restarted
+with other settings counts with its new ones only (its older rows may still be in the replay).
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tempest_common.messages import MAX_COUNTER, EpisodeSummary, Heartbeat
+
+from .qbound import RewardSettings, q_bound, widest
 
 WINDOWS = {"1M": 1_000_000, "5M": 5_000_000}
 REWARD_SLOPE_EPISODES = 20
@@ -75,11 +82,14 @@ class Bookkeeper:
         self._eval_lives: deque[tuple[int, float]] = deque(maxlen=MAX_WINDOW_RECORDS)
         self._rewards: deque[float] = deque(maxlen=REWARD_SLOPE_EPISODES)
         self.last_eval_score: float | None = None
+        self._reward_settings: dict[str, RewardSettings] = {}   # worker -> latest reported, oldest first
+        self._reward_kinds: dict[RewardSettings, int] = {}      # distinct settings -> workers reporting them
 
     # -- input ----------------------------------------------------------------------------------
     def on_heartbeat(self, hb: Heartbeat) -> int | None:
         """The frames this heartbeat added; None when its increase was implausible (it added none)."""
         worker = worker_key(hb.worker_id)
+        self._note_rewards(worker, RewardSettings.of(hb))
         last = self._worker_frames.pop(worker, 0)   # re-inserted last: most recently heard
         delta = hb.frames_total - last if hb.frames_total >= last else hb.frames_total
         self._worker_frames[worker] = hb.frames_total
@@ -89,6 +99,21 @@ class Bookkeeper:
             return None
         self.global_frames += delta
         return delta
+
+    def _note_rewards(self, worker: str, settings: RewardSettings | None) -> None:
+        if settings is None:
+            return
+        self._forget_rewards(self._reward_settings.pop(worker, None))   # re-inserted last: most recent
+        self._reward_settings[worker] = settings
+        self._reward_kinds[settings] = self._reward_kinds.get(settings, 0) + 1
+        if len(self._reward_settings) > MAX_WORKERS:
+            self._forget_rewards(self._reward_settings.pop(next(iter(self._reward_settings))))
+
+    def _forget_rewards(self, settings: RewardSettings | None) -> None:
+        if settings is not None:
+            self._reward_kinds[settings] -= 1
+            if not self._reward_kinds[settings]:
+                del self._reward_kinds[settings]
 
     def on_episode(self, ep: EpisodeSummary) -> None:
         self.episodes += 1
@@ -108,6 +133,15 @@ class Bookkeeper:
     # -- output ---------------------------------------------------------------------------------
     def schedule(self, start: float, decay: float, decay_every: int, floor: float, epsilon: float) -> Schedule:
         return Schedule(expert_ratio(self.global_frames, start, decay, decay_every, floor), epsilon)
+
+    def q_bound(self, gamma: float) -> tuple[float, float] | None:
+        """(lower, upper) of Q under every reporting worker's reward settings at this gamma (the
+        widest when they disagree); None until a worker reported them."""
+        return widest(q_bound(settings, gamma) for settings in self._reward_kinds)
+
+    def reward_settings(self) -> dict[str, RewardSettings]:
+        """worker -> the reward settings it reported last (a copy)."""
+        return dict(self._reward_settings)
 
     def _window(self, records: deque, name: str) -> list[tuple[int, float]]:
         since = self.global_frames - WINDOWS[name]

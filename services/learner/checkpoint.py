@@ -3,10 +3,10 @@ settings in force and the run id, in one file written atomically (temp file, fsy
 kill -9 or a power cut mid-write leaves the previous file, never a truncated one).
 
 Two kinds share that content: rolling checkpoints `checkpoint-<run id>-<step>.pt` (each run keeps
-its own newest KEEP) and marks `mark-<global frames>.pt`, written as the run's global frame count
-crosses each multiple of CHECKPOINT_EVERY_FRAMES and never deleted, so the network at 250k, 500k,
-... frames can be evaluated or compared later (bench/learning.py and services/emulator/evaluate.py
-read marks by that name).  Retention only ever deletes the saving run's own older rolling
+its own newest KEEP, and healthy ones over hours: `to_keep`) and marks `mark-<global frames>.pt`,
+written as the run's global frame count crosses each multiple of CHECKPOINT_EVERY_FRAMES and never
+deleted, so the network at 250k, 500k, ... frames can be evaluated or compared later
+(bench/learning.py and services/emulator/evaluate.py read marks by that name).  Retention only ever deletes the saving run's own older rolling
 checkpoints: the run id is in the name because a new run in a reused folder once had its
 checkpoint sorted below the old run's and deleted as it was written, and resumed the old run.
 
@@ -20,6 +20,11 @@ not the configured one stops the search: the configuration changed, and the oper
 Format versions (FORMAT_VERSION, in the file): 1 = no `format_version` field, named
 `checkpoint-<step>.pt`; read as they are (their content is today's; the run id they hold, or
 "unnamed").  2 = the field and the run id in the name.  A newer version is refused.
+
+Health (health.py): each checkpoint carries the learner's verdict on its network, "health":
+{"healthy", "reasons", "wall_time", "step", "global_frames"}; one without it (written before) is of
+unknown health, never taken for healthy.  A rollback (rollback_point) restores the run's newest
+healthy checkpoint, or the one at a given step.
 
 Loaded with torch.load(weights_only=True): a checkpoint holds tensors and plain Python values
 only, so loading one never runs code from it.
@@ -46,6 +51,15 @@ log = logging.getLogger("learner.checkpoint")
 PREFIX = "checkpoint-"
 MARK_PREFIX = "mark-"
 KEEP = 3
+# Healthy checkpoints kept beside the newest KEEP, so a rollback finds one from before the trouble
+# began.  The slowest alert, TempestQValueCollapse, looks back 1 h and fires after 2 m more: when
+# it fires the trouble may be 62 minutes old, so the newest healthy checkpoint older than
+# OLDEST_HEALTHY_AGE_S (that, with a few minutes' margin) is kept whatever its age, and so is the
+# newest healthy one.  Between them, over the last HEALTHY_HISTORY_S, healthy ones at least
+# HEALTHY_SPACING_S apart (as fine a choice as alerts of 5-15 minute windows can use; ~12 files).
+HEALTHY_HISTORY_S = 2 * 3600
+OLDEST_HEALTHY_AGE_S = 65 * 60
+HEALTHY_SPACING_S = 10 * 60
 FORMAT_VERSION = 2
 ADVICE = "start a new run with RESUME=0 or another CHECKPOINT_DIR"
 _NAME = re.compile(r"checkpoint-(?:(?P<run>.+)-)?(?P<step>\d+)\.pt")   # no run: format 1
@@ -64,29 +78,91 @@ def name_part(run_id) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(run_id))[:64] or "unnamed"
 
 
-def _write(path: Path, state: dict) -> Path:
+def _write(path: Path, state: dict, now: float | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")   # not *.pt: never taken for a checkpoint, even if left by a kill
     with open(tmp, "wb") as f:
-        torch.save({**state, "format_version": FORMAT_VERSION, "saved_at": time.time()}, f)
+        torch.save({**state, "format_version": FORMAT_VERSION, "saved_at": time.time() if now is None else now}, f)
         f.flush()
         os.fsync(f.fileno())   # the data on disk before the rename makes it the checkpoint
     os.replace(tmp, path)
     return path
 
 
-def save(directory: str | os.PathLike, state: dict, steps: int) -> Path:
-    """A rolling checkpoint of run state["run_id"] ('unnamed' if none); that run's older rolling ones
-    beyond the newest KEEP (by step) go.  Other runs' files, format-1 names and marks stay."""
+def save(directory: str | os.PathLike, state: dict, steps: int, now: float | None = None) -> Path:
+    """A rolling checkpoint of run state["run_id"] ('unnamed' if none), written at `now` (unix
+    seconds, default the time); that run's older rolling ones go unless to_keep keeps them.  Other
+    runs' files, format-1 names and marks stay."""
     d = Path(directory)
     run_id = str(state.get("run_id") or "unnamed")
     run = name_part(run_id)
-    path = _write(d / f"{PREFIX}{run}-{steps:012d}.pt", {**state, "run_id": run_id})
-    own = sorted((int(m["step"]), p) for p in d.glob(f"{PREFIX}*.pt")
-                 if (m := _NAME.fullmatch(p.name)) and m["run"] == run)
-    for _, old in own[:-KEEP]:
-        old.unlink(missing_ok=True)
+    now = time.time() if now is None else now
+    path = _write(d / f"{PREFIX}{run}-{steps:012d}.pt", {**state, "run_id": run_id}, now)
+    own = [Saved(p, int(m["step"]), *_when_and_health(p)) for p in d.glob(f"{PREFIX}*.pt")
+           if (m := _NAME.fullmatch(p.name)) and m["run"] == run]
+    keep = to_keep(own, now)
+    for old in own:
+        if old.path not in keep:
+            old.path.unlink(missing_ok=True)
     return path
+
+
+@dataclass
+class Saved:
+    """One rolling checkpoint of a run, as retention sees it."""
+    path: Path
+    step: int
+    when: float      # saved_at inside it (the file's mtime when it cannot be read)
+    healthy: bool    # its verdict says healthy (unknown or unreadable: False)
+
+
+def to_keep(files: list[Saved], now: float) -> set[Path]:
+    """Which of one run's rolling checkpoints stay: the newest KEEP by step; the newest healthy
+    one; the newest healthy one at least OLDEST_HEALTHY_AGE_S old (both whatever their age); and,
+    over the last HEALTHY_HISTORY_S, the oldest healthy one and each later healthy one at least
+    HEALTHY_SPACING_S after the last one kept.  That chain starts from the oldest, so what it kept
+    it keeps while in the history (from the newest, it would shift with every new file and delete
+    all the older ones in turn)."""
+    by_step = sorted(files, key=lambda f: f.step)
+    keep = {f.path for f in by_step[-KEEP:]}
+    healthy = [f for f in by_step if f.healthy]     # oldest first
+    if not healthy:
+        return keep
+    keep.add(healthy[-1].path)
+    old = [f for f in healthy if now - f.when >= OLDEST_HEALTHY_AGE_S]
+    if old:
+        keep.add(old[-1].path)
+    last = -math.inf
+    for f in healthy:
+        if now - f.when <= HEALTHY_HISTORY_S and f.when - last >= HEALTHY_SPACING_S:
+            keep.add(f.path)
+            last = f.when
+    return keep
+
+
+def is_healthy(state) -> bool:
+    """The checkpoint `state` carries a verdict, and it says healthy (none: unknown, not healthy)."""
+    health = state.get("health") if isinstance(state, dict) else None
+    return isinstance(health, dict) and health.get("healthy") is True
+
+
+def _peek(path: Path):
+    """The checkpoint at `path` with its tensors mapped, not read (cheap for a survey)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def _when_and_health(path: Path) -> tuple[float, bool]:
+    try:
+        state = _peek(path)
+        saved_at = state.get("saved_at") if isinstance(state, dict) else None
+        if isinstance(saved_at, (int, float)) and math.isfinite(saved_at):
+            return float(saved_at), is_healthy(state)
+        return path.stat().st_mtime, is_healthy(state)
+    except Exception:  # noqa: BLE001 - damaged or gone: not healthy, aged by its mtime if it has one
+        try:
+            return path.stat().st_mtime, False
+        except OSError:
+            return 0.0, False
 
 
 def save_mark(directory: str | os.PathLike, state: dict, mark: int) -> Path:
@@ -122,6 +198,8 @@ class Found:
     run: str
     when: float    # saved_at inside it; the file's mtime when it cannot be read
     error: str | None
+    step: int = -1           # from its name
+    healthy: bool = False    # its verdict says healthy (is_healthy)
 
 
 def survey(directory: str | os.PathLike) -> list[Found]:
@@ -137,8 +215,10 @@ def survey(directory: str | os.PathLike) -> list[Found]:
             when, run, error = path.stat().st_mtime, m["run"] or "", None
         except OSError:   # gone since the listing (another learner's retention)
             continue
+        healthy = False
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = _peek(path)
+            healthy = is_healthy(state)
             if isinstance(state, dict):
                 saved_at = state.get("saved_at")
                 if isinstance(saved_at, (int, float)) and math.isfinite(saved_at):   # NaN would break the sort
@@ -146,7 +226,7 @@ def survey(directory: str | os.PathLike) -> list[Found]:
                 run = run or name_part(state.get("run_id") or "unnamed")   # format 1: the run id inside
         except Exception as exc:  # noqa: BLE001 - damaged or foreign: said when it is reached
             error = _reason(exc)
-        found.append(Found(path, run, when, error))
+        found.append(Found(path, run, when, error, int(m["step"]), healthy))
     newest: dict[str, float] = {}
     for f in found:
         newest[f.run] = max(newest.get(f.run, f.when), f.when)
@@ -254,3 +334,35 @@ def resume_point(directory: str | os.PathLike, device: str, shape: Shape) -> tup
         raise refused[0]
     raise Unresumable(directory, f"holds {len(refused)} rolling checkpoints and none can be resumed "
                                  "(the lines above say why)")
+
+
+class NoRollbackPoint(LookupError):
+    """No checkpoint to roll back to; str() says why, for the operator."""
+
+
+def rollback_point(directory: str | os.PathLike, run_id: str, step: int | None, device: str,
+                   shape: Shape) -> tuple[Path, dict]:
+    """The checkpoint a rollback of run `run_id` restores, and its state: the one at `step`, healthy
+    or not; with step None the newest healthy one that load_for_resume takes (one that cannot be
+    read is passed over with a warning line, for the one before).  NoRollbackPoint otherwise."""
+    run = name_part(run_id)
+    own = [f for f in survey(directory) if f.run == run]
+    if step is not None:
+        at = [f for f in own if f.step == step]
+        if not at:
+            steps = ", ".join(str(f.step) for f in sorted(own, key=lambda f: f.step)) or "none"
+            raise NoRollbackPoint(f"no checkpoint of run {run_id} at step {step} in {directory} "
+                                  f"(its checkpoints: steps {steps})")
+        try:
+            return at[0].path, load_for_resume(at[0].path, device, shape)
+        except Unresumable as exc:
+            raise NoRollbackPoint(f"the checkpoint of step {step} cannot be restored: {exc.path} {exc.problem}") \
+                from None
+    healthy = sorted((f for f in own if f.healthy), key=lambda f: f.step, reverse=True)
+    for f in healthy:
+        try:
+            return f.path, load_for_resume(f.path, device, shape)
+        except Unresumable as exc:
+            log.warning("healthy checkpoint %s passed over for the rollback: it %s", f.path, exc.problem)
+    raise NoRollbackPoint(f"no healthy checkpoint of run {run_id} in {directory}"
+                          + (" can be restored" if healthy else f" ({len(own)} checkpoint(s), none marked healthy)"))

@@ -3,8 +3,9 @@
     client = ControlClient("tcp://127.0.0.1:5559")
     client.get()                        # {name: value} of every live setting
     client.set(lr=0.0005, n_step=3)     # validated by the learner; ControlError on a bad value
+    client.rollback()                   # to the newest healthy checkpoint; rollback(1200): to step 1200's
 
-Who may steer: "set" carries the learner's control token, a random secret the learner writes at
+Who may steer: "set" and "rollback" carry the learner's control token, a random secret the learner writes at
 start to CONTROL_TOKEN_FILE (default: CHECKPOINT_DIR/control-token, mode 0600) unless the file
 already holds one (a file you supply, e.g. a mounted secret).  Whoever can read it may change settings;
 "get" is open.  The client reads the same file (`control_token_path()`), or takes `token=`.
@@ -76,13 +77,15 @@ def ensure_control_token(path: Path) -> str:
 
 
 class ControlServer:
-    """Answers ControlRequests on a ROUTER; `get_settings()` and `set_settings(changes)` (which
-    raises ConfigError on a bad change) belong to the learner.  "set" must carry `token`
-    (compared in constant time); a refusal calls `on_refused(reason)`, reason one of
-    REFUSE_REASONS.  Inbound messages over SMALL_MESSAGE_BYTES cut the sender's connection
-    (`on_dropped_connection()` is called, from a monitor thread)."""
+    """Answers ControlRequests on a ROUTER; `get_settings()`, `set_settings(changes)` (which
+    raises ConfigError on a bad change) and `rollback(step or None)` (which raises LookupError
+    when there is no checkpoint to go back to; its reply's settings are what it returns) belong
+    to the learner.  "set" and "rollback" must carry `token` (compared in constant time); a
+    refusal calls `on_refused(reason)`, reason one of REFUSE_REASONS.  Inbound messages over
+    SMALL_MESSAGE_BYTES cut the sender's connection (`on_dropped_connection()` is called, from a
+    monitor thread)."""
 
-    REFUSE_REASONS = ("unauthorized", "bad_setting")
+    REFUSE_REASONS = ("unauthorized", "bad_setting", "no_checkpoint")
     # One turn of the learner's loop answers at most this many: a flood of requests delays
     # training by a bounded amount per turn instead of starving it.
     MAX_REQUESTS_PER_TURN = 64
@@ -91,7 +94,8 @@ class ControlServer:
     def __init__(self, bind: str, get_settings: Callable[[], dict], set_settings: Callable[[dict], dict],
                  on_malformed: Callable[[str], None], context: zmq.Context | None = None, *, token: str,
                  on_refused: Callable[[str], None] = lambda reason: None,
-                 on_dropped_connection: Callable[[], None] | None = None):
+                 on_dropped_connection: Callable[[], None] | None = None,
+                 rollback: Callable[[int | None], dict] | None = None):
         if not token:
             raise ValueError("a control server needs a non-empty token")
         self.sock = (context or zmq.Context.instance()).socket(zmq.ROUTER)
@@ -102,7 +106,7 @@ class ControlServer:
         if on_dropped_connection is not None:
             watch_dropped_connections(self.sock, on_dropped_connection, "control")
         self.get_settings, self.set_settings, self.on_malformed = get_settings, set_settings, on_malformed
-        self.on_refused = on_refused
+        self.on_refused, self.rollback = on_refused, rollback
         self._token = token.encode()
         self._log = LimitedLog(log)
 
@@ -130,15 +134,32 @@ class ControlServer:
         if not self._authorized(req.token):
             self.on_refused("unauthorized")
             names = ", ".join(sorted(str(k)[:40] for k in req.settings)[:8])
-            self._log.warning("unauthorized", "refused a control set of %s: wrong or missing token", names or "nothing")
+            self._log.warning("unauthorized", "refused a control %s of %s: wrong or missing token", req.op,
+                              names or "nothing")
             return ControlReply(req.request_id, False, {},
-                                "unauthorized: set needs the learner's control token (CONTROL_TOKEN_FILE)")
+                                f"unauthorized: {req.op} needs the learner's control token (CONTROL_TOKEN_FILE)")
+        if req.op == "rollback":
+            return self._rollback(req)
         try:
             return ControlReply(req.request_id, True, self.set_settings(dict(req.settings)), None)
         except ConfigError as exc:
             self.on_refused("bad_setting")
             self._log.warning("bad_setting", "refused setting change %.300s: %.300s", dict(req.settings), exc)
             return ControlReply(req.request_id, False, self.get_settings(), str(exc))
+
+    def _rollback(self, req: ControlRequest) -> ControlReply:
+        step = req.settings.get("step")
+        if self.rollback is None or (step is not None and (type(step) is not int or step < 0)):
+            self.on_refused("bad_setting")
+            why = "this server does not roll back" if self.rollback is None else \
+                f"rollback step must be a whole number >= 0, got {step!r:.40}"
+            return ControlReply(req.request_id, False, {}, f"bad_setting: {why}")
+        try:
+            return ControlReply(req.request_id, True, self.rollback(step), None)
+        except LookupError as exc:
+            self.on_refused("no_checkpoint")
+            self._log.warning("no_checkpoint", "refused a rollback: %.300s", exc)
+            return ControlReply(req.request_id, False, {}, f"no_checkpoint: {exc}"[:4000])
 
     def close(self) -> None:
         self.sock.close(0)
@@ -166,6 +187,12 @@ class ControlClient:
 
     def set(self, **changes) -> dict:
         return self._call("set", changes)
+
+    def rollback(self, step: int | None = None) -> dict:
+        """Roll the learner back to its run's newest healthy checkpoint, or to the one at `step`;
+        {from_step, to_step, checkpoint, healthy, weights_version}.  ControlError "refused" with
+        the learner's why ("no_checkpoint: ...") when there is none."""
+        return self._call("rollback", {} if step is None else {"step": int(step)})
 
     def close(self) -> None:
         self._rpc.close()

@@ -80,6 +80,14 @@ def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 @torch.no_grad()
+def target_distance(online: nn.Module, target: nn.Module) -> float:
+    """||theta - theta'|| / ||theta||: how far the bootstrap network lags the online one (0 = a copy)."""
+    diff = sum(float((o - t).float().pow(2).sum()) for o, t in zip(online.parameters(), target.parameters()))
+    norm = sum(float(o.float().pow(2).sum()) for o in online.parameters())
+    return math.sqrt(diff / norm) if norm > 0 else 0.0
+
+
+@torch.no_grad()
 def hard_update(target: nn.Module, online: nn.Module) -> None:
     target.load_state_dict(online.state_dict())
 
@@ -95,6 +103,7 @@ class StepStats:
     q_mean: float
     nonfinite: bool
     applied: bool
+    target_clamped_share: float = 0.0  # rows whose TD target sat at the clamp (CLAMP_TARGETS)
 
 
 @dataclass
@@ -117,7 +126,7 @@ def train_step(online: nn.Module, target: nn.Module, optimizer: torch.optim.Opti
     params = [p for p in online.parameters() if p.requires_grad]
     device_type = params[0].device.type
     optimizer.zero_grad(set_to_none=True)
-    total_loss, td_errors, q_all = 0.0, [], []
+    total_loss, td_errors, q_all, clamped = 0.0, [], [], 0
     for mb in micro_batches:
         ctx = (torch.autocast(device_type=device_type, dtype=autocast_dtype)
                if autocast_dtype is not None else contextlib.nullcontext())
@@ -125,6 +134,8 @@ def train_step(online: nn.Module, target: nn.Module, optimizer: torch.optim.Opti
             q = online(mb.state)  # [B, A]
             y = td_target(online, target, mb.next_state, mb.reward, mb.discount, clamp)  # [B]
         q = q.float()
+        if clamp is not None:
+            clamped += int((y.abs() >= clamp).sum())
         q_taken = q.gather(1, mb.action.unsqueeze(1)).squeeze(1)  # [B]
         loss, td_err = td_loss(q_taken, y, mb.weight.float())
         if bc_weight > 0.0:
@@ -155,4 +166,5 @@ def train_step(online: nn.Module, target: nn.Module, optimizer: torch.optim.Opti
         optimizer.zero_grad(set_to_none=True)
     return StepStats(loss=total_loss, grad_norm=norm, clip_ratio=clip_ratio,
                      td_error=torch.cat(td_errors), q_min=float(qs.min()), q_max=float(qs.max()),
-                     q_mean=float(qs.mean()), nonfinite=nonfinite, applied=not nonfinite)
+                     q_mean=float(qs.mean()), nonfinite=nonfinite, applied=not nonfinite,
+                     target_clamped_share=clamped / len(qs))

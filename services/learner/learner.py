@@ -9,11 +9,12 @@ upkeep, metrics, weights + schedule published every few steps, checkpoints every
 CHECKPOINT_EVERY_S and on stop, and a checkpoint mark each time the global frame count crosses a
 multiple of CHECKPOINT_EVERY_FRAMES.  A settings change that alters the samples marks the
 requests out under the old settings stale: their replies are dropped when they come, never
-waited for.  The maths is in dqn.py.
+waited for.  The maths is in dqn.py; checkpoints, their health verdicts, resuming and the
+control "rollback" to a healthy checkpoint are in run_state.py.
 
 Input is not trusted to be sane: each sample reply's rows are screened before training (bad ones
 go back at the floor priority: sample_check.py), heartbeats that jump implausibly count nothing
-(bookkeeper.py), control "set" needs the token (control.py), the inbox and control sockets cut
+(bookkeeper.py), control "set" and "rollback" need the token (control.py), the inbox and control sockets cut
 connections that send oversized messages; every refusal is counted by reason and the loop goes on.
 """
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import threading
 import time
 
@@ -38,14 +38,15 @@ from tempest_common.socket_limits import SMALL_MESSAGE_BYTES, limit_message_size
 from tempest_common.wire import MessageError, decode, encode
 
 from ..replay.client import ReplayClient, ReplayError, ReplayRefused
-from . import checkpoint, schedules
+from . import checkpoint, probe, run_state, schedules
 from .bookkeeper import WINDOWS, Bookkeeper
 from .control import ControlServer, control_token_path, ensure_control_token
 from .device import cpu_threads, pick_device
-from .dqn import Batch, hard_update, soft_update, train_step
+from .dqn import Batch, hard_update, soft_update, target_distance, train_step
+from .health import SinceCheckpoint
 from .metrics import LearnerMetrics
 from .sample_check import screen_sample
-from .settings import LearnerConfig, LiveSettings, apply_changes
+from .settings import LearnerConfig, LiveSettings, SettingChangeLog, apply_changes
 
 log = logging.getLogger("learner")
 PRIORITY_EPS = 1e-3
@@ -70,10 +71,12 @@ class Learner:
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=live.lr)
         self.autocast = torch.bfloat16 if self.device.type == "cuda" else None
         self.books = Bookkeeper()
+        self.probe = probe.ProbeSet()   # Q on fixed states (probe.py), checkpointed by run_state.py
         self.steps = self.samples = self.target_age = self.weights_version = 0
         self.last_mark = 0  # global frames of the latest checkpoint mark written
         self.run_id = cfg.run_id or checkpoint.new_run_id()   # in each checkpoint and its name (restore: the saved one)
         self.started = time.time()   # with the run id: this process's incarnation, in every weights message
+        self.run_started = self.started   # the run's own start: a resumed run keeps its first
         ctx = context or zmq.Context.instance()
         self.replay = ReplayClient(cfg.replay_addr, ctx, state_dim=cfg.state_dim)   # replies sized to the state
         watch_dropped_connections(self.replay.sock, self.metrics.connections_dropped.labels(socket="replay").inc,
@@ -101,7 +104,8 @@ class Learner:
             cfg.control_bind, self.settings_dict, self.change_settings,
             lambda reason: self.metrics.malformed.labels(reason=reason).inc(), ctx, token=token,
             on_refused=lambda reason: self.metrics.control_refused.labels(reason=reason).inc(),
-            on_dropped_connection=self.metrics.connections_dropped.labels(socket="control").inc)
+            on_dropped_connection=self.metrics.connections_dropped.labels(socket="control").inc,
+            rollback=self.rollback)
         self._poller = zmq.Poller()
         for sock in (self.control.sock, self.inbox, self.replay.sock):
             self._poller.register(sock, zmq.POLLIN)
@@ -110,7 +114,9 @@ class Learner:
         self._arrived: dict[int, SampleReply] = {}  # sample replies not yet trained on (arrival order)
         self._hold_until, self._hold_why = 0.0, ""
         self._last_checkpoint = time.monotonic()
+        self.since_checkpoint, self.health = SinceCheckpoint(), None   # run_state.py: each checkpoint's verdict
         self.metrics.export_settings(live)
+        self.changes = SettingChangeLog(cfg.checkpoint_dir, self.metrics.export_change)
 
     # -- live settings --------------------------------------------------------------------------
     def settings_dict(self) -> dict:
@@ -120,6 +126,7 @@ class Learner:
         new = apply_changes(self.live, changes)
         for name in changes:
             log.info("setting changed: %s %s -> %s", name, getattr(self.live, name), getattr(new, name))
+            self.changes.record(name, getattr(self.live, name), getattr(new, name), self.steps)
         if any(getattr(new, k) != getattr(self.live, k) for k in SAMPLE_SETTINGS):
             self._drop_requests()  # samples requested under the old settings
         self.live = new
@@ -127,42 +134,21 @@ class Learner:
         self.metrics.setting_changes.inc(len(changes))
         return self.settings_dict()
 
-    # -- checkpoints ----------------------------------------------------------------------------
+    # -- checkpoints, resume, rollback (run_state.py) -------------------------------------------
     def checkpoint_dict(self) -> dict:
-        return {"run_id": self.run_id, "config": dataclasses.asdict(self.cfg), "live": self.settings_dict(),
-                "online": self.online.state_dict(), "target": self.target.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "bookkeeper": self.books.state_dict(),
-                "counters": {"steps": self.steps, "samples": self.samples, "target_age": self.target_age,
-                             "weights_version": self.weights_version, "last_mark": self.last_mark}}
+        return run_state.checkpoint_dict(self)
 
     def save_checkpoint(self) -> None:
-        path = checkpoint.save(self.cfg.checkpoint_dir, self.checkpoint_dict(), self.steps)
-        self.metrics.checkpoints.inc()
-        self._last_checkpoint = time.monotonic()
-        log.info("checkpoint %s (step %d, %d global frames)", path, self.steps, self.books.global_frames)
+        run_state.save_checkpoint(self)
 
     def save_mark(self, mark: int) -> None:
-        self.last_mark = mark  # before the state is taken: a run resumed from it never writes this mark again
-        path = checkpoint.save_mark(self.cfg.checkpoint_dir, self.checkpoint_dict(), mark)
-        self.metrics.checkpoints.inc()
-        log.info("checkpoint mark %s (step %d, %d global frames)", path, self.steps, self.books.global_frames)
+        run_state.save_mark(self, mark)
 
     def restore(self, saved: dict, env_overrides: dict | None = None) -> None:
-        """Carry on from `saved` (a checkpoint_dict()); `env_overrides` win over its live settings."""
-        self.run_id = saved["run_id"]
-        self.online.load_state_dict(saved["online"])
-        self.target.load_state_dict(saved["target"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.books.load_state_dict(saved["bookkeeper"])
-        c = saved["counters"]
-        self.steps, self.samples = int(c["steps"]), int(c["samples"])
-        self.target_age, self.weights_version = int(c["target_age"]), int(c["weights_version"])
-        self.metrics.step.set(self.steps)
-        # a checkpoint from before marks: the marks its run passed are not written after the fact
-        passed = checkpoint.mark_due(self.books.global_frames, self.cfg.checkpoint_every_frames, 0) or 0
-        self.last_mark = int(c.get("last_mark", passed))
-        self.live = apply_changes(LiveSettings(), {**saved["live"], **(env_overrides or {})})
-        self.metrics.export_settings(self.live)
+        run_state.restore(self, saved, env_overrides)
+
+    def rollback(self, step: int | None = None) -> dict:
+        return run_state.rollback(self, step)
 
     # -- the loop -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -171,6 +157,7 @@ class Learner:
     def run(self) -> None:
         log.info("learner %s on %s: %d parameters, replay %s; control token in %s", self.run_id, self.device,
                  self.online.param_count(), self.cfg.replay_addr, self.token_path)
+        self.metrics.export_run(self.run_id, self.incarnation, self.run_started)
         self.publish()
         self._export_books()
         try:
@@ -311,16 +298,9 @@ class Learner:
                      discount=t(r.discount, torch.float32), next_state=t(r.next_state, torch.float32),
                      weight=t(r.weight, torch.float32), expert_action=t(r.expert_action, torch.long))
 
-    def effective_lr(self) -> float:
-        s = self.live
-        if s.lr_schedule == "cosine":
-            frac = min(self.steps, s.lr_schedule_steps) / s.lr_schedule_steps
-            return s.lr_min + (s.lr - s.lr_min) * 0.5 * (1 + math.cos(math.pi * frac))
-        return s.lr
-
     def step(self, replies: list) -> None:
         s = self.live
-        lr = self.effective_lr()
+        lr = schedules.learning_rate(s.lr_schedule, s.lr, s.lr_min, self.steps, s.lr_schedule_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         bc = schedules.bc_weight(s.bc_weight, self.books.global_frames, s.bc_weight_decay_frames,
@@ -328,6 +308,7 @@ class Learner:
         stats = train_step(self.online, self.target, self.optimizer, [self._to_batch(r) for r in replies],
                            s.max_grad_norm, s.target_clamp_value if s.clamp_targets else None, bc,
                            autocast_dtype=self.autocast, bc_margin=s.bc_margin)
+        self.since_checkpoint.add(stats)
         m = self.metrics
         m.lr.set(lr)
         m.bc_weight.set(bc)
@@ -344,13 +325,11 @@ class Learner:
         m.steps.inc()
         m.step.set(self.steps)
         m.samples.inc(len(index))
-        m.loss.set(stats.loss)
-        m.grad_norm.set(stats.grad_norm)
-        m.clip_ratio.set(stats.clip_ratio)
-        m.q_min.set(stats.q_min)
-        m.q_max.set(stats.q_max)
-        m.q_mean.set(stats.q_mean)
+        m.intervals.add(q_min=stats.q_min, q_max=stats.q_max, q_mean=stats.q_mean, loss=stats.loss,
+                        grad_norm=stats.grad_norm, clip_ratio=stats.clip_ratio,
+                        target_clamped_share=stats.target_clamped_share)
         m.target_age.set(self.target_age)
+        self.probe.after_step(self.steps, self.online, replies, m)
         if self.steps % s.publish_every_steps == 0:
             self.publish()
 
@@ -372,6 +351,7 @@ class Learner:
         weights = {k: v.detach().float().cpu().numpy() for k, v in self.online.state_dict().items()}
         # metrics first: whoever has received these weights then scrapes the schedule they carry
         self.metrics.weights_version.set(self.weights_version)
+        self.metrics.target_distance.set(target_distance(self.online, self.target))
         self.metrics.expert_ratio.set(sched.expert_ratio)
         self.metrics.epsilon.set(sched.epsilon)
         self.pub.send(encode(WeightsSchedule(self.weights_version, weights, sched.expert_ratio, sched.epsilon,
@@ -383,9 +363,13 @@ class Learner:
         """Which learner publishes: the run id (a resumed run's) and this process's start."""
         return f"{self.run_id}:{self.started:.3f}"
 
+    def q_bound(self) -> tuple[float, float] | None:   # Q's bound from the workers' rewards, live gamma (qbound.py)
+        return self.books.q_bound(self.live.gamma)
+
     def _export_books(self) -> None:
         m, b = self.metrics, self.books
         m.global_frames.set(b.global_frames)
+        m.export_q_bound(self.q_bound())
         for w in WINDOWS:
             for gauge, mean in ((m.reward_mean, b.reward_mean(w)), (m.life_reward_mean, b.life_reward_mean(w))):
                 if mean is not None:

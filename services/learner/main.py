@@ -17,6 +17,7 @@ from tempest_common.service_main import load_or_exit, serve_metrics, stop_on_sig
 
 from . import checkpoint
 from .learner import Learner
+from .metrics import LearnerMetrics
 from .settings import LiveSettings, load_learner_config, load_live_settings
 
 log = logging.getLogger("learner.main")
@@ -36,7 +37,7 @@ def main() -> int:
     cfg, live = load_or_exit("learner", lambda: (load_learner_config(), load_live_settings()))
     try:
         cfg.hidden_sizes()
-        learner = Learner(cfg, live)
+        learner = Learner(cfg, live, LearnerMetrics(interval_s=cfg.metrics_interval_s))
         shape = (cfg.state_dim, cfg.hidden_sizes(), NUM_ACTIONS, cfg.layer_norm)
         found = checkpoint.resume_point(cfg.checkpoint_dir, str(learner.device), shape) if cfg.resume else None
         if found is not None:

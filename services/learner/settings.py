@@ -7,10 +7,17 @@ the same validation, so `lr=5` is refused with the same message as `LR=5` at sta
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from tempest_common.config import ConfigError, check, load_config, parse, setting
 from tempest_common.state_vector import STATE_SIZE
+
+log = logging.getLogger("learner.settings")
 
 # Why these bounds: a sample reply of 2^16 rows of 408 float32 states is ~200 MB, and the learner
 # keeps 2 x GRADIENT_ACCUMULATION_STEPS of them in flight; a live `set batch_size=1000000000` must
@@ -27,6 +34,10 @@ class LearnerConfig:
     weights_bind: str = setting("WEIGHTS_BIND", "tcp://*:5558", help="PUB for weights + schedule")
     control_bind: str = setting("CONTROL_BIND", "tcp://*:5559", help="ROUTER for live settings (ctl CLI)")
     metrics_port: int = setting("METRICS_PORT", 9104, min=0, max=65535, help="Prometheus /metrics port (0 = off)")
+    metrics_interval_s: float = setting(
+        "METRICS_INTERVAL_S", 5.0, min=0.1, max=3600.0,
+        help="Q, loss, gradient norm and clip ratio are exported as min / max / mean over the steps of this many "
+             "seconds (Prometheus' scrape interval)")
     device: str = setting("DEVICE", "auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
     torch_threads: int = setting(
         "TORCH_THREADS", 0, min=0, max=1024,
@@ -166,3 +177,26 @@ def check_live(s: LiveSettings) -> LiveSettings:
                           f"{s.gradient_accumulation_steps} = {rows} rows per optimizer step: "
                           f"at most {MAX_ROWS_PER_STEP}")
     return s
+
+
+class SettingChangeLog:
+    """Every live setting change, before and after: one JSON line each in
+    CHECKPOINT_DIR/setting-changes.jsonl (the run's history, which a diagnosis reads), and
+    `on_change(name, before, unix_time)` (metrics: a dashboard marks the change)."""
+
+    FILE = "setting-changes.jsonl"
+
+    def __init__(self, checkpoint_dir: str, on_change: Callable[[str, object, float], None]):
+        self.path = Path(checkpoint_dir) / self.FILE
+        self.on_change = on_change
+
+    def record(self, name: str, before, after, step: int) -> None:
+        at = time.time()
+        self.on_change(name, before, at)
+        line = json.dumps({"time": round(at, 3), "step": step, "name": name, "before": before, "after": after})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(line + "\n")
+        except OSError as exc:   # the change stands: losing its log line must not refuse it
+            log.warning("could not log a setting change to %s: %s", self.path, exc.strerror or exc)

@@ -3,6 +3,7 @@
     replay = ReplayClient("tcp://127.0.0.1:5560")
     batch = replay.sample(16384, n_step=5, gamma=0.995, prioritized=True, beta=0.4)   # SampleReply
     replay.update_priorities(batch.index, new_priorities)
+    replay.reset_max_priority()        # new rows at the initial priority again (after a rollback)
 
 `send_sample()` / `receive()` split a request from its reply so a learner can keep the next batch
 in flight while it trains on the current one; a learner that polls `sock` itself reads replies
@@ -18,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import zmq
 
-from tempest_common.messages import Ack, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
+from tempest_common.messages import Ack, PriorityReset, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
 from tempest_common.request_client import RequestClient, RequestError, RequestTimeout, split_reason
 from tempest_common.wire import encode
 
@@ -83,6 +84,16 @@ class ReplayClient:
 
     def update_priorities(self, index: np.ndarray, priority: np.ndarray) -> None:
         self.receive(self.send_priorities(index, priority))
+
+    def send_max_priority_reset(self, await_ack: bool = True) -> int:
+        """Ask the replay to forget its maximum priority (PriorityReset); with await_ack=False the
+        ack is dropped whenever it arrives."""
+        rid = self._rpc.new_id()
+        self._rpc.send(PriorityReset(rid), await_reply=await_ack)
+        return rid
+
+    def reset_max_priority(self) -> None:
+        self.receive(self.send_max_priority_reset())
 
     @staticmethod
     def check(reply: SampleReply | Ack) -> SampleReply | Ack:

@@ -52,6 +52,19 @@ class ReplayMetrics:
         self.reply_bytes_in_flight = Gauge("tempest_replay_reply_bytes_in_flight",
                                            "Bytes of sample replies ZeroMQ has not finished sending", **r)
         self.parked = Gauge("tempest_replay_parked_requests", "Sample requests waiting to be served", **r)
+        self.max_priority = Gauge(
+            "tempest_replay_max_priority", "Maximum priority seen: new rows enter at it (or at PER_NEW_PRIORITY_CAP's "
+            "share)", **r)
+        self.priority_mean = Gauge("tempest_replay_priority_mean",
+                                   "Mean of every priority update so far (the running mean the new-row cap uses)", **r)
+        self.new_priority = Gauge("tempest_replay_new_priority", "Priority a new row enters at", **r)
+        self.sampled_new_share = Gauge(
+            "tempest_replay_sampled_new_share",
+            "Share of the latest sample's rows still at their new-row priority (never trained on): near 1 while "
+            "new rows outrank the rest (the priority ratchet)", **r)
+        self.priority_resets = Counter(
+            "tempest_replay_priority_resets", "Maximum-priority resets asked for (PriorityReset, after a learner "
+            "rollback)", **r)
         self.priority_snapshots = Counter("tempest_replay_priority_snapshots",
                                           "Priority snapshots written to Redis", **r)
         self.priorities_restored = Gauge("tempest_replay_priorities_restored",

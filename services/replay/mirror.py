@@ -39,6 +39,7 @@ class Sample:
 
 
 MAX_STREAMS = 4096   # streams whose last row is remembered for linking (workers: one stream each)
+INITIAL_MAX_PRIORITY = 1.0   # the maximum priority before any update: new rows' priority in a new ring
 
 
 class ReplayMirror:
@@ -60,9 +61,11 @@ class ReplayMirror:
         self.step = np.zeros(capacity, np.int32)
         self.actor = np.zeros(capacity, np.uint8)
         self.seq = np.full(capacity, -1, np.int64)          # -1 = empty slot
+        self.fresh = np.zeros(capacity, bool)               # at the new-row priority, never trained on
+        self.sampled_fresh_share = 0.0                      # of the latest sample's rows (the ratchet's symptom)
         self.next = np.full(capacity, -1, np.int64)         # slot of the stream's next record
         self.tree = SumTree(capacity)
-        self.max_priority = 1.0
+        self.max_priority = INITIAL_MAX_PRIORITY
         self.priority_sum, self.priority_count = 0.0, 0     # every live priority update: the running mean
         self.size = 0
         self.next_seq = 0
@@ -107,8 +110,13 @@ class ReplayMirror:
             del self._stream_last[next(iter(self._stream_last))]   # the least recent stream's next batch starts anew
         # New rows get the new-row priority; bootstrap-only rows are never sample starts.
         self.tree.set(slots, np.where(batch.truncated, 0.0, self.new_priority() ** self.alpha))
+        self.fresh[rows] = ~batch.truncated
         self.next_seq = max(self.next_seq, start + b)
         return start
+
+    def priority_mean(self) -> float:
+        """Mean of every priority update so far (NaN before the first)."""
+        return self.priority_sum / self.priority_count if self.priority_count else float("nan")
 
     def new_priority(self) -> float:
         """Priority of a new row: the maximum priority seen, or with PER_NEW_PRIORITY_CAP = c > 0,
@@ -117,6 +125,16 @@ class ReplayMirror:
         if self.new_priority_cap > 0 and self.priority_count > 0:
             return min(self.max_priority, self.new_priority_cap * self.priority_sum / self.priority_count)
         return self.max_priority
+
+    def reset_max_priority(self) -> float:
+        """Forget the priorities seen (their maximum and running mean): new rows enter at
+        INITIAL_MAX_PRIORITY again, as in a new ring, instead of at a priority a divergence
+        ratcheted up (the learner asks after a rollback).  Rows keep their own priorities.
+        Returns the maximum forgotten."""
+        forgotten = self.max_priority
+        self.max_priority = INITIAL_MAX_PRIORITY
+        self.priority_sum, self.priority_count = 0.0, 0
+        return forgotten
 
     def break_stream(self, stream_id: str) -> None:
         """Forget where a stream ended: its next batch starts a new chain of links.  Used when a
@@ -165,6 +183,7 @@ class ReplayMirror:
         if got < batch_size:
             raise LookupError(f"only {got} of {batch_size} rows have a complete {n}-step window")
         chosen, ret, disc, boot = (np.concatenate(p) if len(parts) > 1 else p[0] for p in zip(*parts))
+        self.sampled_fresh_share = float(np.count_nonzero(self.fresh[chosen])) / batch_size
         if out is None:
             out = {name: np.empty(shape, dt) for name, (dt, shape) in self.sample_layout(batch_size).items()}
         if prioritized:
@@ -215,6 +234,7 @@ class ReplayMirror:
             self.priority_sum += float(p.sum())
             self.priority_count += len(p)
             self.tree.set(slots[live], p ** self.alpha)
+            self.fresh[slots[live]] = False
         return ignored
 
     def priority_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
@@ -247,6 +267,7 @@ class ReplayMirror:
         others[slots[live]] = False
         self.tree.set(np.flatnonzero(others), np.full(int(np.count_nonzero(others)), self.new_priority() ** self.alpha))
         self.tree.set(slots[live], leaf[live])
+        self.fresh[slots[live]] = False
         return int(np.count_nonzero(live))
 
     # -- internals -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 import zmq
 
 from tempest_common.limited_log import LimitedLog
-from tempest_common.messages import Ack, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
+from tempest_common.messages import Ack, PriorityReset, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
 from tempest_common.socket_limits import limit_message_size, watch_dropped_connections
 from tempest_common.wire import MessageError, decode, encode
 
@@ -275,7 +275,7 @@ class ReplayService:
                 return
             envelope, payload = frames[:-1], frames[-1]
             try:
-                req = decode(payload, expect=(SampleRequest, PriorityUpdate))
+                req = decode(payload, expect=(SampleRequest, PriorityUpdate, PriorityReset))
             except MessageError as exc:
                 self.metrics.malformed.labels(reason=exc.reason).inc()
                 self._reject_log.warning(f"malformed:{exc.reason}", "rejected a malformed request: %s", exc)
@@ -283,6 +283,8 @@ class ReplayService:
                 continue
             if isinstance(req, PriorityUpdate):
                 self._update_priorities(envelope, req)
+            elif isinstance(req, PriorityReset):
+                self._reset_max_priority(envelope, req)
             else:
                 # wait_s is clamped (inf waits MAX_WAIT_S); NaN fails the comparison: refused at once
                 wait_s = min(req.wait_s, MAX_WAIT_S) if req.wait_s >= 0 else 0.0
@@ -302,6 +304,16 @@ class ReplayService:
                 self._reject_log.warning(f"priorities:{reason}", "priority update %d: %d of %d rows %s",
                                          req.request_id, n, rows, f"clamped to {PRIORITY_CAP:g}" if reason == "clamped"
                                          else f"ignored ({reason})")
+        self._send(envelope, Ack(req.request_id, None))
+
+    def _reset_max_priority(self, envelope, req: PriorityReset) -> None:
+        had_updates = self.mirror.priority_count > 0
+        forgotten = self.mirror.reset_max_priority()
+        self.metrics.priority_resets.inc()
+        self._reject_log.warning("priority_reset", "maximum priority %.6g forgotten (request %d): new rows enter "
+                                 "at %g", forgotten, req.request_id, self.mirror.new_priority())
+        if had_updates or forgotten != self.mirror.max_priority:   # a flood of resets costs no snapshot each
+            self._snapshot_priorities()   # a restart must not bring the old maximum back
         self._send(envelope, Ack(req.request_id, None))
 
     def _refusal(self, req: SampleRequest) -> tuple[str, str] | None:
@@ -370,6 +382,10 @@ class ReplayService:
 
     def _update_gauges(self) -> None:
         self.metrics.size.set(self.mirror.size)
+        self.metrics.max_priority.set(self.mirror.max_priority)
+        self.metrics.priority_mean.set(self.mirror.priority_mean())
+        self.metrics.new_priority.set(self.mirror.new_priority())
+        self.metrics.sampled_new_share.set(self.mirror.sampled_fresh_share)
         self.metrics.ratio.set(self.sampled_total / self.inserted_total if self.inserted_total else 0.0)
         self.metrics.buffered.set(self.store.buffered)
         self.metrics.reply_bytes_in_flight.set(self._replies.prune())

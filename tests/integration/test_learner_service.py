@@ -1,6 +1,7 @@
 """Integration: the real learner process trained through the real replay service and Redis."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -131,6 +132,16 @@ def test_learns_q_star_of_a_chain_through_replay_and_redis(stack):
     m = scrape(p["lmetrics"])
     assert m["tempest_learner_steps_total"] >= 3000 and m["tempest_learner_nonfinite_batches_total"] == 0
     assert 0 < m["tempest_learner_grad_clip_ratio"] <= 1 and m["tempest_learner_target_age_steps"] >= 3000
+    # the step values as aggregates over the scrape interval (intervals.py), extremes around the means
+    assert m["tempest_learner_interval_steps"] >= 1
+    for name in ("loss", "grad_norm", "grad_clip_ratio"):
+        lo, mean, hi = (m[f"tempest_learner_{name}{s}"] for s in ("_min", "", "_max"))
+        assert lo <= mean <= hi, (name, lo, mean, hi)
+    assert m["tempest_learner_q_min"] <= m["tempest_learner_q_mean"] <= m["tempest_learner_q_max"]
+    assert 0 < m["tempest_learner_target_distance"] < 1      # soft updates: the target lags a little
+    (info,) = [k for k in m if k.startswith("tempest_learner_run_info{")]
+    assert 'run_id="' in info and m[info] == 1
+    assert time.time() - 600 < m["tempest_learner_run_start_time_seconds"] <= time.time()
 
 
 def test_control_checkpoint_resume_nan_and_schedule(stack):
@@ -145,6 +156,13 @@ def test_control_checkpoint_resume_nan_and_schedule(stack):
     assert out.returncode == 0, out.stderr
     assert "lr = 0.0005" in out.stdout
     wait_for(lambda: scrape(p["lmetrics"])["tempest_learner_lr"] == 0.0005, 20, what="the new lr in force")
+    # each change logged with its before and after values, and exported for the dashboard's marks
+    changes = [json.loads(line) for line in (tmp / "ckpt" / "setting-changes.jsonl").read_text().splitlines()]
+    # (the stack starts at LR 0.002, N_STEP 1)
+    assert [(c["name"], c["before"], c["after"]) for c in changes] == [("lr", 0.002, 0.0005), ("n_step", 1, 3)]
+    m = scrape(p["lmetrics"])
+    assert m['tempest_learner_setting_before_change{name="lr"}'] == 0.002
+    assert abs(m['tempest_learner_setting_change_time_seconds{name="n_step"}'] - changes[1]["time"]) < 1
     assert scrape(p["lmetrics"])['tempest_learner_setting{name="n_step"}'] == 3
     bad = run("set", "lr=5")
     assert bad.returncode == 1 and "lr=5 is out of range" in bad.stderr

@@ -63,7 +63,9 @@ def _all_queries() -> list[tuple[str, str]]:
     dashboard = json.loads((GRAFANA / "dashboards" / "tempest.json").read_text())
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
-            queries.append((f"panel {panel['title']!r} {target['refId']}", target["expr"]))
+            queries.append((f"panel {panel['title']!r} {target['refId']}", target["expr"].replace("$run_id", ".*")))
+    for mark in dashboard["annotations"]["list"]:
+        queries.append((f"annotation {mark['name']!r}", mark["expr"]))
     return queries
 
 

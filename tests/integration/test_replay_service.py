@@ -229,3 +229,27 @@ def test_refusals_cap_and_bad_input(replay):
     assert m["tempest_replay_ratio"] == pytest.approx(250 / 150)
     raw.close(0)
     client.close()
+
+
+def test_a_priority_reset_forgets_the_maximum_even_across_a_kill(replay):
+    """PriorityReset (a learner's rollback): new rows enter at 1 again, and the snapshot taken at the
+    reset keeps a kill -9 from bringing the old maximum back from Redis."""
+    start, ports, _ = replay
+    proc = start(PER_ALPHA=1.0, MIN_SIZE_TO_SAMPLE=10)    # PRIORITY_SNAPSHOT_S 60: no snapshot of its own in time
+    client, _ = one_episode_with_priorities(ports, 30, 4, "tempest_replay_redis_written_total")   # maximum 30
+    client.close()
+    stop_process(proc)                                    # a clean stop snapshots the maximum, 30
+    proc = start(PER_ALPHA=1.0, MIN_SIZE_TO_SAMPLE=10)
+    wait_for(lambda: scrape(ports["metrics"])["tempest_replay_max_priority"] == 30, 30, what="the maximum restored")
+    client = ReplayClient(f"tcp://127.0.0.1:{ports['router']}")
+    client.reset_max_priority()                           # answered with an Ack (else ReplayRefused / a timeout)
+    client.close()
+    m = wait_for(lambda: (lambda m: m if m["tempest_replay_priority_snapshots_total"] >= 1 else None)(
+        scrape(ports["metrics"])), 10, what="the reset's snapshot in Redis")
+    assert m["tempest_replay_priority_resets_total"] == 1 and m["tempest_replay_max_priority"] == 1.0
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    start(PER_ALPHA=1.0, MIN_SIZE_TO_SAMPLE=10)
+    wait_for(lambda: scrape(ports["metrics"])["tempest_replay_priorities_restored"] == 30, 30, what="the rebuild")
+    wait_for(lambda: scrape(ports["metrics"])["tempest_replay_max_priority"] == 1.0, 5,
+             what="the maximum as the reset left it, not 30")

@@ -35,6 +35,15 @@ KNOWN_METRICS = {
     "tempest_episode_reward_slope", "tempest_expert_ratio", "tempest_epsilon", "tempest_frames_total",
     "tempest_episodes_total", "tempest_replay_size", "tempest_replay_ratio", "tempest_emulator_video_fps",
     "tempest_emulator_frames_per_second", "tempest_mame_restarts_total", "tempest_messages_dropped_total",
+    # issue 16: interval extremes, the run, settings, Q's bound and probe set
+    "tempest_learner_loss_min", "tempest_learner_loss_max", "tempest_learner_grad_norm_min",
+    "tempest_learner_grad_norm_max", "tempest_learner_grad_clip_ratio_min", "tempest_learner_grad_clip_ratio_max",
+    "tempest_learner_target_clamped_share", "tempest_learner_interval_steps", "tempest_learner_target_distance",
+    "tempest_learner_run_info", "tempest_learner_run_start_time_seconds", "tempest_learner_setting",
+    "tempest_learner_setting_change_time_seconds", "tempest_learner_q_bound_lower", "tempest_learner_q_bound_upper",
+    "tempest_learner_probe_q_min", "tempest_learner_probe_q_max", "tempest_learner_probe_q_mean",
+    "tempest_replay_max_priority", "tempest_replay_priority_mean", "tempest_replay_new_priority",
+    "tempest_replay_sampled_new_share",
 }
 
 # One dashboard panel per symptom: each of these must appear in some panel's query.
@@ -237,8 +246,9 @@ def test_every_target_uses_the_prometheus_datasource(dashboard):
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "prometheus", panel["title"]
             assert target["expr"].strip(), panel["title"]
-            # no Grafana variables: every query runs as it is against a real Prometheus
-            assert "$" not in target["expr"], panel["title"]
+            # one Grafana variable, the run filter (tests/integration/test_promtool.py runs every query
+            # with it as ".*"); no other: every query runs as it is against a real Prometheus
+            assert "$" not in target["expr"].replace("$run_id", ""), panel["title"]
             assert metric_names(target["expr"]) <= KNOWN_METRICS, panel["title"]
 
 
@@ -284,3 +294,17 @@ def test_local_config_scrapes_every_service():
         assert jobs[job]["static_configs"][0]["targets"] == [f"127.0.0.1:{port}"]
     (file_sd,) = jobs["emulator"]["file_sd_configs"]
     assert file_sd["files"] == ["../run/emulators.json"]  # written by `make up` (tools/local_stack.py)
+
+
+def test_learner_panels_filter_by_the_run(dashboard):
+    """The run variable lists the learner's run ids; learner panels keep the chosen run's times."""
+    (var,) = dashboard["templating"]["list"]
+    assert var["name"] == "run_id" and "tempest_learner_run_info" in var["query"]["query"]
+    assert var["allValue"] == ".*"
+    first_row = [p for p in all_panels(dashboard) if p["type"] != "row" and p["gridPos"]["y"] < 25]
+    learner = [(p["title"], t["expr"]) for p in first_row for t in p["targets"] if "tempest_learner_" in t["expr"]]
+    assert len(learner) >= 15
+    for title, expr in learner:
+        assert 'tempest_learner_run_info{run_id=~"$run_id"}' in expr, title
+    (marks,) = dashboard["annotations"]["list"]
+    assert "tempest_learner_setting_change_time_seconds" in marks["expr"]

@@ -82,3 +82,39 @@ def test_setting_default_off_and_validated():
     assert load_replay_config({"PER_NEW_PRIORITY_CAP": "3"}).new_priority_cap == 3.0
     with pytest.raises(ConfigError, match="PER_NEW_PRIORITY_CAP"):
         load_replay_config({"PER_NEW_PRIORITY_CAP": "-1"})
+
+
+@pytest.mark.parametrize("cap", [0.0, 2.0])
+def test_a_reset_forgets_the_spike_for_new_rows_but_keeps_each_rows_priority(cap):
+    """What a PriorityReset does (after a learner rollback): new rows enter at the initial
+    priority, 1, whether or not PER_NEW_PRIORITY_CAP is on; rows keep the priorities they have."""
+    m = spiked(cap)
+    assert m.reset_max_priority() == 1000.0
+    assert (m.max_priority, m.priority_sum, m.priority_count) == (1.0, 0.0, 0)
+    m.insert(batch(3))
+    assert m.tree.get(np.arange(10, 13)) == pytest.approx([1.0] * 3)
+    assert m.tree.get(np.arange(10)) == pytest.approx(SPIKE ** ALPHA)
+    m.update_priorities(np.arange(10, 13), np.array([2.0, 3.0, 4.0]))   # and it ratchets again from there
+    assert m.max_priority == 4.0 and m.priority_count == 3
+
+
+def test_the_share_of_sampled_rows_never_trained_on_shows_the_ratchet():
+    """Uncapped: after one spike every new row outranks the trained ones ~30x (leaf 1000^0.5 vs
+    1), so a sample is nearly all new rows; the priority statistics say so."""
+    m = spiked(cap=0.0)
+    assert m.priority_mean() == pytest.approx(100.9) and m.new_priority() == 1000.0
+    m.insert(batch(10))                                   # rows 10..19 enter at the spike
+    m.sample(200, 1, 0.9, prioritized=True, beta=0.4, rng=np.random.default_rng(0))
+    # leaves: rows 0..9 one at 1000 ** 0.5 and nine at 1; the new rows 10..19 at 1000 ** 0.5 each
+    assert m.sampled_fresh_share > 0.8
+    m.update_priorities(np.arange(10, 20), np.ones(10))   # trained on: no longer new
+    m.sample(200, 1, 0.9, prioritized=True, beta=0.4, rng=np.random.default_rng(1))
+    assert m.sampled_fresh_share == 0.0
+
+
+def test_no_priority_mean_before_the_first_update():
+    m = ReplayMirror(100, D, alpha=ALPHA)
+    m.insert(batch(10))
+    assert np.isnan(m.priority_mean())
+    m.sample(50, 1, 0.9, prioritized=False, beta=0.0, rng=np.random.default_rng(0))
+    assert m.sampled_fresh_share == 1.0

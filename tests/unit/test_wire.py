@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tempest_common import messages as m
-from tempest_common.wire import REASONS, SCHEMA_VERSION, MessageError, decode, encode
+from tempest_common.wire import REASONS, SCHEMA_VERSION, UPGRADES, MessageError, decode, encode
 from tests.unit.wire_examples import assert_same, examples
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -46,7 +46,8 @@ def test_golden_bytes(kind):
 def test_layout_is_version_kind_then_fields():
     obj = _raw(EXAMPLES["heartbeat"])
     assert list(obj) == ["v", "kind", "worker_id", "frames_total", "episodes_total", "video_fps",
-                         "frames_per_s", "wall_time"]
+                         "frames_per_s", "wall_time", "reward_scale", "reward_clip", "death_penalty",
+                         "survival_bonus"]
     assert obj["v"] == SCHEMA_VERSION and obj["kind"] == "heartbeat"
     arr = _raw(EXAMPLES["transitions"])["state"]
     assert arr == {"dtype": "<f2", "shape": [2, 3], "data": arr["data"]} and len(arr["data"]) == 12
@@ -64,7 +65,7 @@ def test_expect_filters_kinds():
     assert _reason(data, expect=m.SampleReply) == "unexpected_kind"
 
 
-@pytest.mark.parametrize("v", [0, 1, 3, None, "2", True, 2.0])
+@pytest.mark.parametrize("v", [0, 1, SCHEMA_VERSION + 1, None, "2", True, 2.0, float(SCHEMA_VERSION)])
 def test_wrong_version(v):
     obj = _raw(EXAMPLES["ack"])
     obj["v"] = v
@@ -103,6 +104,64 @@ def test_schema_1_reads_only_what_it_lacks():
     ack = _raw(EXAMPLES["ack"])
     ack["v"] = 1
     assert _reason(msgpack.packb(ack)) == "wrong_version"
+
+
+REWARD_SETTINGS = ("reward_scale", "reward_clip", "death_penalty", "survival_bonus")
+
+
+def test_schema_2_golden_files_cover_every_schema_2_kind():
+    """tests/data/golden/v2/ holds the bytes schema 2 wrote (the golden files as they were before
+    schema 3), one per kind schema 2 had, all of which UPGRADES still reads."""
+    assert SCHEMA_VERSION == 3
+    assert {p.stem for p in (GOLDEN / "v2").glob("*.msgpack")} == set(UPGRADES[2])
+    assert set(UPGRADES[2]) <= set(m.MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("kind", sorted(UPGRADES[2]))
+def test_schema_2_bytes_still_read(kind):
+    """Every schema-2 kind still decodes (the replay keeps schema-2 transition batches in Redis; a
+    peer of the previous release still talks): the same message as today's example, except a
+    heartbeat's reward settings, which schema 2 lacked: NaN, unknown.  Re-encoded, it is today's."""
+    old = (GOLDEN / "v2" / f"{kind}.msgpack").read_bytes()
+    raw = msgpack.unpackb(old)
+    assert raw["v"] == 2 and raw["kind"] == kind
+    msg = decode(old)
+    want = EXAMPLES[kind]
+    if kind == "heartbeat":
+        assert not any(name in raw for name in REWARD_SETTINGS)
+        assert all(np.isnan(getattr(msg, name)) for name in REWARD_SETTINGS) and not msg.rewards_known
+        want = dataclasses.replace(want, **{name: float("nan") for name in REWARD_SETTINGS})
+        for name in ("worker_id", "frames_total", "episodes_total", "video_fps", "frames_per_s", "wall_time"):
+            assert getattr(msg, name) == getattr(want, name)
+    else:
+        assert_same(want, msg)
+        assert encode(msg) == (GOLDEN / f"{kind}.msgpack").read_bytes()
+    assert encode(msg) == encode(want)
+    assert msgpack.unpackb(encode(msg))["v"] == SCHEMA_VERSION
+
+
+def test_schema_2_heartbeat_reads_only_without_the_reward_settings():
+    """A schema-2 heartbeat cannot carry reward settings (refused, not half-read); a schema-3 one
+    must carry all four; a schema-1 heartbeat was never readable and still is not."""
+    obj = _raw(EXAMPLES["heartbeat"])
+    obj["v"] = 2
+    assert _reason(msgpack.packb(obj)) == "bad_field"
+    for name in REWARD_SETTINGS:
+        del obj[name]
+    assert not decode(msgpack.packb(obj), expect=m.Heartbeat).rewards_known
+    obj["v"] = SCHEMA_VERSION   # today's version without them
+    assert _reason(msgpack.packb(obj)) == "bad_field"
+    obj["v"] = 1
+    assert _reason(msgpack.packb(obj)) == "wrong_version"
+
+
+def test_heartbeat_reward_settings_round_trip_and_unknown_is_all_nan():
+    hb = decode(encode(EXAMPLES["heartbeat"]), expect=m.Heartbeat)
+    assert (hb.reward_scale, hb.reward_clip, hb.death_penalty, hb.survival_bonus) == (0.01, 10.0, 5.0, -0.25)
+    assert hb.rewards_known
+    unknown = m.Heartbeat("w0", 1, 0, 60.0, 27.5, 0.0)   # without them: unknown, as schema 2 means
+    back = decode(encode(unknown), expect=m.Heartbeat)
+    assert not back.rewards_known and np.isnan(back.survival_bonus)
 
 
 def test_missing_version():

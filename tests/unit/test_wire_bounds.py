@@ -47,6 +47,19 @@ REFUSED = {
     "heartbeat_2_64": replace(EX["heartbeat"], frames_total=2 ** 64 - 1),
     "heartbeat_2_53_plus_1": replace(EX["heartbeat"], frames_total=2 ** 53 + 1),
     "heartbeat_inf_fps": replace(EX["heartbeat"], frames_per_s=float("inf")),
+    # reward settings (schema 3) bound the learner's Q: outside what a worker can be configured
+    # with, or only some of them unknown, they lie
+    "heartbeat_reward_scale_2": replace(EX["heartbeat"], reward_scale=2.0),
+    "heartbeat_reward_scale_negative": replace(EX["heartbeat"], reward_scale=-0.01),
+    "heartbeat_reward_clip_inf": replace(EX["heartbeat"], reward_clip=float("inf")),
+    "heartbeat_reward_clip_1e7": replace(EX["heartbeat"], reward_clip=1e7),
+    "heartbeat_death_penalty_negative": replace(EX["heartbeat"], death_penalty=-5.0),
+    "heartbeat_death_penalty_1e300": replace(EX["heartbeat"], death_penalty=1e300),
+    "heartbeat_survival_bonus_11": replace(EX["heartbeat"], survival_bonus=11.0),
+    "heartbeat_survival_bonus_minus_inf": replace(EX["heartbeat"], survival_bonus=float("-inf")),
+    "heartbeat_reward_one_nan": replace(EX["heartbeat"], death_penalty=float("nan")),
+    "heartbeat_reward_three_nan": replace(EX["heartbeat"], reward_scale=float("nan"), reward_clip=float("nan"),
+                                          survival_bonus=float("nan")),
     "episode_score_2_63": replace(EX["episode"], score=2 ** 63 - 1),
     "episode_level_1000": replace(EX["episode"], level=1000),
     "episode_nan_reward": replace(EX["episode"], game_reward=float("nan")),
@@ -86,6 +99,22 @@ def test_the_edges_that_are_legitimate_still_pass():
     for first_row in (-1, 0, 2 ** 53):   # not numbered, a stream's first row, the largest count
         assert decode(wire(replace(EX["transitions"], first_row=first_row))).first_row == first_row
     decode(wire(replace(EX["episode"], score=m.MAX_SCORE, game_score=m.MAX_SCORE)))
+    for name, (lo, hi) in m.REWARD_SETTING_RANGES.items():   # each reward setting at both ends of its range
+        for edge in (lo, hi):
+            assert getattr(decode(wire(replace(EX["heartbeat"], **{name: edge}))), name) == edge
+    nan = float("nan")   # all four unknown: a worker that does not say (what schema 2 means)
+    assert not decode(wire(replace(EX["heartbeat"], reward_scale=nan, reward_clip=nan, death_penalty=nan,
+                                   survival_bonus=nan))).rewards_known
+
+
+def test_reward_setting_ranges_are_the_emulator_config_ranges():
+    """A worker can send every reward setting its config allows, and nothing else."""
+    from dataclasses import fields
+
+    from services.emulator.config import EmulatorConfig
+    specs = {f.name: f.metadata["setting"] for f in fields(EmulatorConfig)}
+    for name, (lo, hi) in m.REWARD_SETTING_RANGES.items():
+        assert (specs[name]["min"], specs[name]["max"]) == (lo, hi), name
 
 
 @pytest.mark.parametrize("msg", [

@@ -44,7 +44,8 @@ def examples() -> dict[str, m.Message]:
             actor_counts={"expert": 1000, "network": 200, "random": 34, "evaluation": 0},
             wall_time=1700000000.5),
         m.Heartbeat(worker_id="w0", frames_total=100000, episodes_total=42, video_fps=60.0,
-                    frames_per_s=27.5, wall_time=1700000001.25),
+                    frames_per_s=27.5, wall_time=1700000001.25, reward_scale=0.01, reward_clip=10.0,
+                    death_penalty=5.0, survival_bonus=-0.25),
         m.ExpertRequest(request_id=7, states=example_mode()),
         m.ExpertReply(request_id=7, actions=np.array([1, 17], np.int16), error=None),
         m.SampleRequest(request_id=8, batch_size=2, n_step=3, gamma=0.99, prioritized=True,
@@ -70,6 +71,7 @@ def examples() -> dict[str, m.Message]:
                           token="0123456789abcdef"),
         m.ControlReply(request_id=10, ok=False, settings={"lr": 0.00025, "n_step": 3},
                        error="LR=-1 is out of range: allowed 0.0 <= value <= 1.0"),
+        m.PriorityReset(request_id=11),
     ]
     return {msg.KIND: msg for msg in out}
 

@@ -2,6 +2,9 @@
 
 Run after a deliberate wire change (and bump wire.SCHEMA_VERSION if old peers would misread the
 new bytes):  .venv/bin/python tests/data/golden/regenerate.py
+
+Before a bump, copy the files of the kinds the old version stays readable for (wire.UPGRADES)
+into v<old version>/ first: v1/ and v2/ pin the bytes older peers and stored replay chunks hold.
 """
 import pathlib
 import sys
