@@ -85,7 +85,8 @@ def stack(redis_server, tmp_path):
         "WEIGHTS_BIND": f"tcp://127.0.0.1:{p['weights']}", "CONTROL_BIND": f"tcp://127.0.0.1:{p['control']}",
         "METRICS_PORT": str(p["lmetrics"]), "STATE_DIM": str(N_STATES), "HIDDEN": "64,64", "DEVICE": "cpu",
         "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "SEED": "0", "N_STEP": "1", "GAMMA": str(GAMMA),
-        "BATCH_SIZE": "256", "LR": "0.002", "TAU": "0.02", "HARD_TARGET_REFRESH_EVERY_STEPS": "0",
+        "BATCH_SIZE": "256", "LR": "0.002", "LR_SCHEDULE": "none", "TAU": "0.02",
+        "HARD_TARGET_REFRESH_EVERY_STEPS": "0",
         "TRAINING_STEPS_PER_SAMPLE": "0", "PRIORITIZED": "1", "MAX_GRAD_NORM": "10", "PUBLISH_EVERY_STEPS": "100"}
     procs = []
 
