@@ -6,7 +6,7 @@ EMULATORS ?= 1
 DEBIAN_PACKAGES := mame redis-server prometheus
 export TEMPEST_ROMPATH ?= $(abspath ../shared/roms)
 
-.PHONY: setup debian-packages up status test test-unit test-game bench bench-learning clean
+.PHONY: setup debian-packages up status diagnosis test test-unit test-game bench bench-learning clean
 
 setup: debian-packages $(VENV)/.installed
 
@@ -34,6 +34,12 @@ up: setup
 # A live terminal view of the key figures (like the incident's stats rows), from Prometheus.
 status: setup
 	$(PY) -m tools.status
+
+# The stability doctor's latest diagnosis (services/doctor: symptoms, ranked causes, the cure's commands).
+DOCTOR_URL ?= http://127.0.0.1:9105
+diagnosis:
+	@curl -sf $(DOCTOR_URL)/diagnosis.md || { test -f run/doctor/diagnosis.md && cat run/doctor/diagnosis.md; } \
+	  || { echo "no diagnosis: is the doctor running (make up)?"; exit 1; }
 
 test: setup
 	$(PY) -m pytest -q

@@ -34,14 +34,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PY = REPO / ".venv" / "bin" / "python"
-PORTS = {"redis": 6390, "prometheus": 9090, "expert": 9102, "replay": 9103, "learner": 9104, "emulator": 9110,
+PORTS = {"redis": 6390, "prometheus": 9090, "expert": 9102, "replay": 9103, "learner": 9104, "doctor": 9105,
+         "emulator": 9110,
          "replay_pull": 5555, "expert_zmq": 5556, "episodes": 5557, "weights": 5558, "control": 5559,
          "replay_zmq": 5560}
 START_SECS = 5        # up this long = started; a death sooner is a failed start (back-off)
 START_RETRIES = 10    # failed starts in a row before supervisord gives a service up (FATAL)
 # Start order (stopped in reverse) and the seconds each may take to stop before it is killed.
-PRIORITY = {"redis": 10, "prometheus": 20, "replay": 30, "expert": 40, "learner": 50, "emulator": 60}
-STOP_WAIT_S = {"redis": 10, "prometheus": 10, "replay": 60, "expert": 5, "learner": 60, "emulator": 15}
+PRIORITY = {"redis": 10, "prometheus": 20, "replay": 30, "expert": 40, "learner": 50, "emulator": 60, "doctor": 70}
+STOP_WAIT_S = {"redis": 10, "prometheus": 10, "replay": 60, "expert": 5, "learner": 60, "emulator": 15, "doctor": 10}
 
 
 def ports_with(offset: int) -> dict[str, int]:
@@ -70,6 +71,12 @@ def programs(run: Path, p: dict[str, int], emulators: int) -> dict[str, tuple[li
                     {**loopback, "METRICS_PORT": str(p["learner"]), "CHECKPOINT_DIR": f"{run}/checkpoints",
                      "REPLAY_ADDR": tcp("replay_zmq"), "LEARNER_EPISODES_BIND": tcp("episodes"),
                      "WEIGHTS_BIND": tcp("weights"), "CONTROL_BIND": tcp("control")}),
+        # the stability doctor (services/doctor): advise unless DOCTOR_MODE says otherwise
+        "doctor": (service("services.doctor.main"),
+                   {**loopback, "METRICS_PORT": str(p["doctor"]),
+                    "PROMETHEUS_URL": f"http://127.0.0.1:{p['prometheus']}", "CONTROL_ADDR": tcp("control"),
+                    "CHECKPOINT_DIR": f"{run}/checkpoints", "DOCTOR_DIR": f"{run}/doctor",
+                    "DOCTOR_MODE": os.environ.get("DOCTOR_MODE", "advise")}),
     }
     for i in range(emulators):
         port = p["emulator"] + i
@@ -111,7 +118,7 @@ def supervisor_config(run: Path, procs: dict[str, tuple[list[str], dict[str, str
 
 def prometheus_config(run: Path, p: dict[str, int]) -> str:
     text = (REPO / "prometheus" / "prometheus.local.yml").read_text()
-    for name in ("learner", "replay", "expert", "prometheus"):
+    for name in ("learner", "replay", "expert", "doctor", "prometheus"):
         text = text.replace(f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{p[name]}")
     text = text.replace("rules/*.yml", str(REPO / "prometheus" / "rules" / "*.yml"))
     return text.replace("../run/emulators.json", str(run / "emulators.json"))
@@ -140,11 +147,12 @@ def main(argv=None) -> int:
   Prometheus      {prom}   alerts: {prom}/alerts
   learner metrics http://127.0.0.1:{p['learner']}/metrics   live settings: python -m services.learner.ctl --addr tcp://127.0.0.1:{p['control']} --token-file {run}/checkpoints/control-token get
   replay metrics  http://127.0.0.1:{p['replay']}/metrics   expert: http://127.0.0.1:{p['expert']}/metrics
+  doctor          http://127.0.0.1:{p['doctor']}/diagnosis.md   (mode {os.environ.get('DOCTOR_MODE', 'advise')}; also {run}/doctor/diagnosis.md)
   workers         {', '.join(f'http://{t}/metrics' for t in targets) or '(none)'}
   Redis           127.0.0.1:{p['redis']} (append-only files in {run}/redis)
   logs            {run}/logs/<service>.log
   processes       .venv/bin/supervisorctl -c {conf} status   (a crashed service restarts by itself)
-  key figures     make status   (PROMETHEUS_URL={prom})
+  key figures     make status   (PROMETHEUS_URL={prom} DOCTOR_URL=http://127.0.0.1:{p['doctor']})
 Ctrl-C stops everything.""", flush=True)
     if args.dry_run:
         return 0

@@ -3,7 +3,9 @@
     python -m tools.status [--prometheus URL] [--interval S] [--once]
 
 One row per refresh, like the incident's stats lines (frames, Q range, loss, grad norm and clip
-ratio, DQN1M/5M and slopes, expert ratio, epsilon, target age, lr), plus the firing alerts.
+ratio, DQN1M/5M and slopes, expert ratio, epsilon, target age, lr), plus the firing alerts and the
+stability doctor's verdict with a link to its diagnosis (services/doctor; --doctor URL, default
+$DOCTOR_URL or http://127.0.0.1:9105).
 """
 from __future__ import annotations
 
@@ -53,6 +55,22 @@ def query(base: str, expr: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+VERDICTS = {0.0: "healthy", 1.0: "divergent", -1.0: "not known yet"}
+
+
+def doctor_line(base: str, doctor_url: str) -> str:
+    """The doctor's verdict, its primary cause, and where its diagnosis is."""
+    verdict = query(base, "max(tempest_doctor_verdict)")
+    if verdict is None:
+        return "doctor: no verdict in Prometheus (is the doctor running and scraped?)"
+    said = VERDICTS.get(verdict, f"{verdict:g}")
+    data = json.load(urllib.request.urlopen(f"{base}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": "topk(1, tempest_doctor_findings > 0)"}), timeout=5))["data"]["result"]
+    if data:
+        said += f" (primary cause: {data[0]['metric'].get('cause', '?')}, score {float(data[0]['value'][1]):.2f})"
+    return f"doctor: {said}; diagnosis: {doctor_url.rstrip('/')}/diagnosis.md"
+
+
 def alerts(base: str) -> list[str]:
     data = json.load(urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=5))
     return [f"{a['labels']['alertname']} ({a['state']})" for a in data["data"]["alerts"]]
@@ -68,31 +86,33 @@ def fmt(name: str, v: float | None) -> str:
     return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
-def snapshot(base: str) -> Group:
+def snapshot(base: str, doctor_url: str = "http://127.0.0.1:9105") -> Group:
     table = Table(title=f"Tempest training  {time.strftime('%H:%M:%S')}  ({base})", show_lines=False)
     table.add_column("figure")
     table.add_column("value", justify="right")
     for name, expr in QUERIES.items():
         table.add_row(name, fmt(name, query(base, expr)))
     firing = alerts(base)
-    return Group(table, f"alerts: {', '.join(firing) if firing else 'none'}")
+    return Group(table, f"alerts: {', '.join(firing) if firing else 'none'}", doctor_line(base, doctor_url))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prometheus", default=os.environ.get("PROMETHEUS_URL", "http://127.0.0.1:9090"))
+    ap.add_argument("--doctor", default=os.environ.get("DOCTOR_URL", "http://127.0.0.1:9105"),
+                    help="the stability doctor's HTTP address (its diagnosis: /diagnosis.md)")
     ap.add_argument("--interval", type=float, default=2.0)
     ap.add_argument("--once", action="store_true", help="print one snapshot and exit")
     args = ap.parse_args(argv)
     console = Console()
     try:
         if args.once:
-            console.print(snapshot(args.prometheus))
+            console.print(snapshot(args.prometheus, args.doctor))
             return 0
-        with Live(snapshot(args.prometheus), console=console, refresh_per_second=1) as live:
+        with Live(snapshot(args.prometheus, args.doctor), console=console, refresh_per_second=1) as live:
             while True:
                 time.sleep(args.interval)
-                live.update(snapshot(args.prometheus))
+                live.update(snapshot(args.prometheus, args.doctor))
     except OSError as exc:
         print(f"cannot read Prometheus at {args.prometheus}: {exc} (is `make up` running?)", file=sys.stderr)
         return 1

@@ -98,7 +98,7 @@ def test_a_killed_service_restarts_alone_and_ctrl_c_still_stops_everything(stack
     learner_port, worker_port, replay_port = 9104 + offset, 9110 + offset, 9103 + offset
     redis_url, replay_url = f"redis://127.0.0.1:{6390 + offset}/0", f"tcp://127.0.0.1:{5560 + offset}"
     worker = f"emulator-{worker_port}"
-    names = {"redis", "prometheus", "replay", "expert", "learner", worker}
+    names = {"redis", "prometheus", "replay", "expert", "learner", "doctor", worker}
     wait_for(lambda: set(pids(run)) == names, 90, interval=1, what=f"every program RUNNING: {names}")
     wait_for(lambda: counter(learner_port, "tempest_learner_steps_total") > 0, 180, interval=2,
              what="the learner training on the workers' transitions")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.doctor.config import DoctorConfig
 from services.emulator.config import EmulatorConfig
 from services.expert.config import ExpertConfig
 from services.learner.settings import LearnerConfig, LiveSettings
@@ -27,6 +28,7 @@ CONFIGS = {
     "expert": (ExpertConfig,),
     "replay": (ReplayConfig,),
     "learner": (LearnerConfig, LiveSettings),
+    "doctor": (DoctorConfig,),
 }
 PUBLISHING = {"grafana", "prometheus"}  # the only services with host ports
 

@@ -59,5 +59,5 @@ def test_metrics_addr_refuses_a_name_in_one_line():
 def test_make_up_binds_every_metrics_endpoint_to_loopback(tmp_path):
     procs = programs(tmp_path, ports_with(0), emulators=2)
     python_services = {name: env for name, (argv, env) in procs.items() if any("services." in a for a in argv)}
-    assert set(python_services) == {"emulator-9110", "emulator-9111", "replay", "expert", "learner"}
+    assert set(python_services) == {"emulator-9110", "emulator-9111", "replay", "expert", "learner", "doctor"}
     assert all(env["METRICS_ADDR"] == "127.0.0.1" for env in python_services.values())

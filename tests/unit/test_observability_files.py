@@ -44,6 +44,9 @@ KNOWN_METRICS = {
     "tempest_learner_probe_q_min", "tempest_learner_probe_q_max", "tempest_learner_probe_q_mean",
     "tempest_replay_max_priority", "tempest_replay_priority_mean", "tempest_replay_new_priority",
     "tempest_replay_sampled_new_share",
+    # issue 17: the stability doctor
+    "tempest_doctor_verdict", "tempest_doctor_findings", "tempest_doctor_actions_total", "tempest_doctor_errors_total",
+    "tempest_doctor_last_run_time_seconds", "tempest_doctor_mode",
 }
 
 # One dashboard panel per symptom: each of these must appear in some panel's query.
@@ -279,7 +282,8 @@ def test_compose_config_scrapes_every_service():
     assert doc["global"]["scrape_interval"] == "5s"
     assert doc["rule_files"] == ["rules/*.yml"]
     jobs = _jobs(doc)
-    for job, target in {"learner": "learner:9104", "replay": "replay:9103", "expert": "expert:9102"}.items():
+    for job, target in {"learner": "learner:9104", "replay": "replay:9103", "expert": "expert:9102",
+                        "doctor": "doctor:9105"}.items():
         assert jobs[job]["static_configs"][0]["targets"] == [target]
     (dns,) = jobs["emulator"]["dns_sd_configs"]
     assert dns["names"] == ["emulator"] and dns["type"] == "A" and dns["port"] == 9101
@@ -290,7 +294,7 @@ def test_local_config_scrapes_every_service():
     assert doc["global"]["scrape_interval"] == "5s"
     assert doc["rule_files"] == ["rules/*.yml"]
     jobs = _jobs(doc)
-    for job, port in {"learner": 9104, "replay": 9103, "expert": 9102}.items():
+    for job, port in {"learner": 9104, "replay": 9103, "expert": 9102, "doctor": 9105}.items():
         assert jobs[job]["static_configs"][0]["targets"] == [f"127.0.0.1:{port}"]
     (file_sd,) = jobs["emulator"]["file_sd_configs"]
     assert file_sd["files"] == ["../run/emulators.json"]  # written by `make up` (tools/local_stack.py)
