@@ -1,7 +1,7 @@
 """Every message the services exchange, as plain dataclasses: the schema (`wire.py` encodes it;
 docs/design.md, "Messages", says who sends which to whom over which sockets).
 
-Each field declares its wire type with `_f(...)` (metadata read by wire.py), so the dataclass's
+Each field declares its wire type with `_f(...)` (message_fields.py; metadata read by wire.py), so the dataclass's
 field order *is* the wire order and there is no second list to keep in sync.  Array fields also
 declare their dtypes, ndim and whether they are per-row (all per-row arrays of a message share the
 leading batch size B); `Message.validate()` checks those and wire.encode/decode call it, so a
@@ -12,95 +12,28 @@ the arrays themselves stay mutable.  No zmq here: the schema is usable without a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from tempest_common.actions import NUM_ACTIONS
 from tempest_common.game_state import GameState
+from tempest_common.message_fields import (  # noqa: F401  (the bounds and field_specs: part of this schema's API)
+    _FLOATS, _FROZEN, MAX_ABS_REWARD, MAX_BATCH_ROWS, MAX_COUNTER, MAX_DICT_ITEMS, MAX_NAME_CHARS, MAX_SCORE,
+    MAX_TEXT_CHARS, WIRE_TYPES, Message, _f, _row, field_specs)
 
 # Who chose a transition's action (TransitionBatch.actor, SampleReply.actor, actor_counts keys).
 ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM, ACTOR_EVALUATION = 0, 1, 2, 3
 ACTOR_NAMES = ("expert", "network", "random", "evaluation")
 NO_ACTION = -1  # TransitionBatch.action of a truncated episode's last record (bootstrap only)
 
-# Bounds on values that decode cleanly but could still do damage downstream (docs/design.md,
-# "Hostile input").  Generous for the real game: a tick's reward is a few hundred points at most
-# and the score has six BCD digits; a worker decides ~1,000 ticks per second.
-MAX_ABS_REWARD = 1e6        # per row: n <= 100 such rows still sum far inside float32
-MAX_BATCH_ROWS = 4096       # rows of one transition batch (workers send TRANSITION_BATCH = 64)
-MAX_SCORE = 999_999         # the game's six BCD digits
-MAX_COUNTER = 1 << 53       # frame and episode counters: exact as float64 (Prometheus' type)
-MAX_NAME_CHARS = 256        # a str field (ids, names): services keep them (one per stream, worker)
-MAX_TEXT_CHARS = 4096       # an optional_str field (an error's text)
-MAX_DICT_ITEMS = 256        # entries of a dict field (settings, actor counts)
 # A worker's reward settings (Heartbeat, schema 3): the emulator's REWARD_SCALE, REWARD_CLIP,
 # DEATH_PENALTY and SURVIVAL_BONUS take exactly these ranges (services/emulator/config.py reads
 # them from here), so a heartbeat outside them lies.  The learner bounds Q with them.
 REWARD_SETTING_RANGES = {"reward_scale": (0.0, 1.0), "reward_clip": (0.0, MAX_ABS_REWARD),
                          "death_penalty": (0.0, MAX_ABS_REWARD), "survival_bonus": (-10.0, 10.0)}
 
-WIRE_TYPES = ("int", "float", "str", "bool", "array", "dict", "optional_str", "game_state", "arrays")
-_FLOATS = ("float16", "float32")  # states may travel as float16 (docs/design.md, Messages)
-
-
-def _f(wire: str, dtype: str | tuple[str, ...] | None = None, ndim: int | None = None, rows: bool = False):
-    """Declare a field's wire type; for arrays: allowed dtype(s), ndim, and per-row (shares B)."""
-    assert wire in WIRE_TYPES, wire
-    dtypes = (dtype,) if isinstance(dtype, str) else dtype
-    return field(metadata={"wire": wire, "dtypes": dtypes, "ndim": ndim, "rows": rows})
-
-
-def _row(dtype, ndim: int = 1):
-    return _f("array", dtype, ndim, rows=True)
-
-
-def _check_size(kind: str, name: str, wire: str, value) -> None:
-    """Strings and maps a service might keep (a stream id per stream, a worker id per worker) have
-    a bounded size: a flood of 100 KB made-up ids once grew the replay by hundreds of MB."""
-    if wire == "str" and len(value) > MAX_NAME_CHARS:
-        raise ValueError(f"{kind}.{name}: {len(value)} characters, at most {MAX_NAME_CHARS}")
-    if wire == "optional_str" and value is not None and len(value) > MAX_TEXT_CHARS:
-        raise ValueError(f"{kind}.{name}: {len(value)} characters, at most {MAX_TEXT_CHARS}")
-    if wire == "dict" and (len(value) > MAX_DICT_ITEMS or any(
-            len(k) > MAX_NAME_CHARS or (isinstance(v, str) and len(v) > MAX_NAME_CHARS) for k, v in value.items())):
-        raise ValueError(f"{kind}.{name}: at most {MAX_DICT_ITEMS} entries of at most {MAX_NAME_CHARS} characters")
-
-
-class Message:
-    """Base: `KIND` is the wire "kind" string; `validate()` raises ValueError on a bad message."""
-    KIND: ClassVar[str] = ""
-
-    def validate(self) -> None:
-        batch = None
-        for f in fields(self):
-            meta, value = f.metadata, getattr(self, f.name)
-            if meta["wire"] in ("str", "optional_str", "dict"):
-                _check_size(self.KIND, f.name, meta["wire"], value)
-            if meta["wire"] != "array":
-                continue
-            if not isinstance(value, np.ndarray):
-                raise ValueError(f"{self.KIND}.{f.name}: expected a numpy array, got {type(value).__name__}")
-            if meta["dtypes"] and value.dtype not in [np.dtype(d) for d in meta["dtypes"]]:
-                raise ValueError(f"{self.KIND}.{f.name}: dtype {value.dtype} not in {list(meta['dtypes'])}")
-            if meta["ndim"] is not None and value.ndim != meta["ndim"]:
-                raise ValueError(f"{self.KIND}.{f.name}: expected {meta['ndim']}-D, got shape {value.shape}")
-            if meta["rows"]:
-                if batch is not None and value.shape[0] != batch[1]:
-                    raise ValueError(f"{self.KIND}: {f.name} has {value.shape[0]} rows but {batch[0]} has {batch[1]}")
-                batch = batch or (f.name, value.shape[0])
-
-    def num_rows(self) -> int:
-        """Batch size B (rows of the first per-row array); 1 for messages without rows.
-        (Not __len__: an empty batch would make the message falsy.)"""
-        for f in fields(self):
-            if f.metadata["rows"]:
-                return int(getattr(self, f.name).shape[0])
-        return 1
-
-
-_FROZEN = dict(frozen=True, eq=False)
 
 
 @dataclass(**_FROZEN)
@@ -385,16 +318,6 @@ class ControlReply(Message):
     error: str | None = _f("optional_str")
 
 
-MESSAGE_TYPES: dict[str, type[Message]] = {
-    c.KIND: c for c in (TransitionBatch, EpisodeSummary, Heartbeat, ExpertRequest, ExpertReply,
-                        SampleRequest, SampleReply, PriorityUpdate, Ack, WeightsSchedule,
-                        ControlRequest, ControlReply)
-}
-
-
-def field_specs(cls: type[Message]) -> list[tuple[str, dict[str, Any]]]:
-    """[(field name, metadata)] in wire order."""
-    return [(f.name, f.metadata) for f in fields(cls)]
 
 
 @dataclass(**_FROZEN)
@@ -406,4 +329,8 @@ class PriorityReset(Message):
     request_id: int = _f("int")
 
 
-MESSAGE_TYPES[PriorityReset.KIND] = PriorityReset
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    c.KIND: c for c in (TransitionBatch, EpisodeSummary, Heartbeat, ExpertRequest, ExpertReply,
+                        SampleRequest, SampleReply, PriorityUpdate, Ack, WeightsSchedule,
+                        ControlRequest, ControlReply, PriorityReset)
+}
