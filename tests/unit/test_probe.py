@@ -15,6 +15,7 @@ from torch import nn
 from services.learner.metrics import LearnerMetrics
 from services.learner.probe import PROBE_EVERY_STEPS, PROBE_STATES, ProbeSet
 from tempest_common.messages import SampleReply
+from tests.unit.test_checkpoint import learners  # noqa: F401  (fixture)
 
 D, A = 3, 4
 
@@ -136,25 +137,9 @@ def test_state_round_trip_and_what_is_not_taken():
 
 # -- the learner: the probe in its checkpoints ------------------------------------------------------
 @pytest.fixture()
-def learner(tmp_path):
-    from services.learner.learner import Learner
-    from services.learner.settings import load_learner_config, load_live_settings
-    from tests.conftest import free_port
-    made = []
-
-    def make():
-        env = {"STATE_DIM": str(D), "HIDDEN": "8", "DEVICE": "cpu", "METRICS_PORT": "0",
-               "REPLAY_ADDR": f"tcp://127.0.0.1:{free_port()}", "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-               **{k: f"tcp://127.0.0.1:{free_port()}" for k in ("LEARNER_EPISODES_BIND", "WEIGHTS_BIND",
-                                                               "CONTROL_BIND")}}
-        made.append(Learner(load_learner_config(env), load_live_settings(env), LearnerMetrics(CollectorRegistry())))
-        return made[-1]
-    yield make
-    for x in made:
-        for sock in (x.inbox, x.pub):
-            sock.close(0)
-        x.control.close()
-        x.replay.close()
+def learner(learners):
+    """make() -> a new Learner (a new run) with STATE_DIM D writing to tmp_path/ckpt (test_checkpoint's)."""
+    return lambda: learners(STATE_DIM=str(D), HIDDEN="8")
 
 
 def test_the_probe_set_is_checkpointed_and_older_checkpoints_still_restore(learner):
