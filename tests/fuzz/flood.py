@@ -29,6 +29,7 @@ from tests.unit.recorded import FIRST_LIVES
 
 FLOOD = 10_000               # messages per endpoint
 RSS_BUDGET = 100 << 20       # bytes a service's resident memory may grow over the flood
+REPLY_BYTES_BUDGET = 24 << 20  # the replay's: unsent sample replies it may hold (+ 2 spare buffers)
 LOG_BUDGET = 256 << 10       # bytes a service's log may hold after the flood (throttled: a few KB)
 STATE_DIM, MIN_SIZE, FILL_ROWS = 8, 64, 512
 STALL_S = 30.0               # a service that takes no message for this long has stopped reading
@@ -295,7 +296,10 @@ def flood(tmp_path_factory) -> Iterator[Flood]:
         "replay": start_service("services.replay.main", {
             **quiet, "REDIS_URL": redis_url, "REPLAY_PULL_BIND": tcp("pull"), "REPLAY_BIND": tcp("router"),
             "METRICS_PORT": str(p["rmetrics"]), "STATE_DIM": str(STATE_DIM), "MIN_SIZE_TO_SAMPLE": str(MIN_SIZE),
-            "REPLAY_CAPACITY": "100000", "SEED": "1"}, logs["replay"]),
+            "REPLAY_CAPACITY": "100000", "SEED": "1",
+            # sample replies unread by their (hostile) peers may hold this much by design (default
+            # 512 MiB): kept well under RSS_BUDGET, so the memory check sees leaks, not the budget
+            "REPLY_BYTES_BUDGET": str(REPLY_BYTES_BUDGET)}, logs["replay"]),
         "expert": start_service("services.expert.main", {
             **quiet, "EXPERT_BIND": tcp("expert"), "METRICS_PORT": str(p["emetrics"])}, logs["expert"]),
         "learner": start_service("services.learner.main", {

@@ -13,38 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
 
 from services.learner import checkpoint
 from services.learner.learner import Learner
-from services.learner.metrics import LearnerMetrics
-from services.learner.settings import load_learner_config, load_live_settings
 from tempest_common.actions import NUM_ACTIONS
-from tests.conftest import free_port
 
 D, HIDDEN = 3, (16,)
 SHAPE = (D, HIDDEN, NUM_ACTIONS, False)
-
-
-@pytest.fixture()
-def learners(tmp_path):
-    """make() -> a new Learner (a new run) writing to tmp_path/ckpt; its sockets closed at the end."""
-    made = []
-
-    def make(**env) -> Learner:
-        env = {"STATE_DIM": str(D), "HIDDEN": ",".join(map(str, HIDDEN)), "DEVICE": "cpu", "METRICS_PORT": "0",
-               "REPLAY_ADDR": f"tcp://127.0.0.1:{free_port()}", "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-               **{k: f"tcp://127.0.0.1:{free_port()}" for k in ("LEARNER_EPISODES_BIND", "WEIGHTS_BIND",
-                                                               "CONTROL_BIND")}, **env}
-        learner = Learner(load_learner_config(env), load_live_settings(env), LearnerMetrics(CollectorRegistry()))
-        made.append(learner)
-        return learner
-    yield make
-    for learner in made:
-        for sock in (learner.inbox, learner.pub):
-            sock.close(0)
-        learner.control.close()
-        learner.replay.close()
 
 
 def save_at(learner: Learner, *steps: int, healthy: bool = True) -> list:

@@ -15,7 +15,6 @@ from torch import nn
 from services.learner.metrics import LearnerMetrics
 from services.learner.probe import PROBE_EVERY_STEPS, PROBE_STATES, ProbeSet
 from tempest_common.messages import SampleReply
-from tests.unit.test_checkpoint import learners  # noqa: F401  (fixture)
 
 D, A = 3, 4
 
