@@ -6,7 +6,7 @@ EMULATORS ?= 1
 DEBIAN_PACKAGES := mame redis-server prometheus
 export TEMPEST_ROMPATH ?= $(abspath ../shared/roms)
 
-.PHONY: setup debian-packages up status diagnosis test test-unit test-game bench bench-learning clean
+.PHONY: setup debian-packages up status diagnosis test test-unit test-game test-compose bench bench-learning clean
 
 setup: debian-packages $(VENV)/.installed
 
@@ -49,6 +49,15 @@ test-unit: setup
 
 test-game: setup
 	$(PY) -m pytest -q tests/game
+
+# The containers on a running Docker engine (tests/compose: build, up, --scale emulator=2, stop/up,
+# down -v; then a single-node Swarm).  Not part of `make test`.  Where no image registry is
+# reachable, ../shared/docker-here/start-engine.sh starts an engine and its compose.here.yml is
+# added here (TEMPEST_COMPOSE_FILES: more compose files, ':'-separated).
+DOCKER_HERE := $(abspath ../shared/docker-here/compose.here.yml)
+TEMPEST_COMPOSE_FILES ?= $(if $(wildcard $(DOCKER_HERE)),$(DOCKER_HERE),)
+test-compose: setup
+	TEMPEST_COMPOSE_FILES="$(TEMPEST_COMPOSE_FILES)" $(PY) -m pytest -q -s -m compose tests/compose
 
 # Every benchmark, one after another (each ends with its JSON line; ~15 minutes on 2 cores).
 bench: setup

@@ -34,6 +34,7 @@ def state_vector_table() -> str:
 
 
 def blocks() -> dict[Path, dict[str, str]]:
+    from services.doctor.config import DoctorConfig
     from services.emulator.config import EmulatorConfig
     from services.expert.config import ExpertConfig
     from services.learner.settings import LearnerConfig, LiveSettings
@@ -43,6 +44,7 @@ def blocks() -> dict[Path, dict[str, str]]:
                                              "state-vector": state_vector_table()},
             svc / "expert" / "README.md": {"config": config_table(ExpertConfig)},
             svc / "replay" / "README.md": {"config": config_table(ReplayConfig)},
+            svc / "doctor" / "README.md": {"config": config_table(DoctorConfig)},
             svc / "learner" / "README.md": {"config": config_table(LearnerConfig), "live": config_table(LiveSettings)}}
 
 

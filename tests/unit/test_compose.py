@@ -19,7 +19,7 @@ from tempest_common.config import describe
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-CPU_OVERRIDE = REPO / "docker" / "compose.cpu.yml"
+GPU_OVERRIDE = REPO / "docker" / "compose.gpu.yml"
 SCHEMA_FILE = Path(REPO).parent / "shared" / "schemas" / "compose-spec.json"
 
 # Our services: their config classes (the only environment names they read).
@@ -33,19 +33,10 @@ CONFIGS = {
 PUBLISHING = {"grafana", "prometheus"}  # the only services with host ports
 
 
-class _ComposeLoader(yaml.SafeLoader):
-    """SafeLoader that also reads Compose's merge tags (!reset, !override) as plain values."""
-
-
-for _tag in ("!reset", "!override"):
-    _ComposeLoader.add_constructor(
-        _tag, lambda loader, node: (loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-                                    else loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
-                                    else loader.construct_scalar(node)))
-
-
 def _load(path: Path) -> dict:
-    return yaml.load(path.read_text(), Loader=_ComposeLoader)
+    """Plain YAML: no Compose-only tags (!reset, !override need Compose >= 2.24), so every Compose v2
+    and `docker stack deploy` read the files."""
+    return yaml.safe_load(path.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +89,7 @@ def entry_module(command) -> str:
 
 # -- the Compose specification ---------------------------------------------------------------
 
-@pytest.mark.parametrize("path", [COMPOSE_FILE, CPU_OVERRIDE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [COMPOSE_FILE, GPU_OVERRIDE], ids=lambda p: p.name)
 def test_compose_file_validates_against_the_compose_spec(path):
     if not SCHEMA_FILE.is_file():
         pytest.skip(f"Compose specification schema not found at {SCHEMA_FILE}")
@@ -190,27 +181,31 @@ def test_emulator_installs_debian_mame():
     assert re.search(r"apt-get install[^\n]*\bmame\b", text)
 
 
-def test_learner_torch_comes_from_a_build_argument(services):
-    text = (REPO / "docker" / "learner.Dockerfile").read_text()
+@pytest.mark.parametrize("name", ["learner", "emulator"])
+def test_torch_comes_from_build_arguments_the_compose_file_passes(services, name):
+    """Both images that install torch take its index from the build (issue 18: the emulator's had
+    no args:, so a build with another index changed the learner only)."""
+    text = (REPO / "docker" / f"{name}.Dockerfile").read_text()
     assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cpu$", text, re.M)
     pinned = next(l for l in (REPO / "requirements.txt").read_text().splitlines() if l.startswith("torch=="))
     assert re.search(rf"^ARG TORCH_SPEC={re.escape(pinned)}$", text, re.M), "TORCH_SPEC default is not the pinned torch"
-    args = services["learner"]["build"]["args"]
+    args = services[name]["build"]["args"]
     assert interpolate(args["TORCH_INDEX_URL"]) == "https://download.pytorch.org/whl/cpu"
     assert interpolate(args["TORCH_SPEC"]) == pinned
     assert interpolate(args["TORCH_INDEX_URL"], {"TORCH_INDEX_URL": "https://x/cu128"}) == "https://x/cu128"
 
 
-def test_learner_reserves_a_gpu_and_keeps_checkpoints_on_a_volume(compose, services):
+def test_the_gpu_file_reserves_one_for_the_learner_which_keeps_checkpoints_on_a_volume(compose, services):
     learner = services["learner"]
-    devices = learner["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d.get("driver") == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert "resources" not in learner.get("deploy", {}), "the base file must run on a host without a GPU"
+    gpu = _load(GPU_OVERRIDE)["services"]
+    assert set(gpu) == {"learner"}
+    devices = gpu["learner"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d["capabilities"] and d["count"] == 1 for d in devices)
     assert "node.labels.gpu == true" in learner["deploy"]["placement"]["constraints"]
     ckpt = env_of(learner)["CHECKPOINT_DIR"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in learner["volumes"]}
     assert ckpt in mounts and mounts[ckpt] in compose["volumes"], "checkpoints are not on a named volume"
-    override = _load(CPU_OVERRIDE)["services"]["learner"]["deploy"]["resources"]["reservations"]
-    assert override["devices"] == []
 
 
 # -- ports, names, password ------------------------------------------------------------------
@@ -219,7 +214,13 @@ def test_only_grafana_and_prometheus_publish_ports(services):
     publishing = {name for name, svc in services.items() if svc.get("ports")}
     assert publishing <= PUBLISHING and "grafana" in publishing
     grafana = [interpolate(str(p)) for p in services["grafana"]["ports"]]
-    assert any(p.endswith(":3000") for p in grafana)
+    assert grafana == ["127.0.0.1:3000:3000"], "Grafana: loopback by default"
+    assert [interpolate(str(p), {"GRAFANA_BIND": "0.0.0.0", "GRAFANA_PORT": "3300"})
+            for p in services["grafana"]["ports"]] == ["0.0.0.0:3300:3000"]
+    prometheus = services["prometheus"]["ports"]
+    assert [interpolate(str(p)) for p in prometheus] == ["127.0.0.1:9090:9090"], "Prometheus: loopback by default"
+    assert [interpolate(str(p), {"PROMETHEUS_PORT": "19090"}) for p in prometheus] == ["127.0.0.1:19090:9090"], \
+        "Prometheus' host port must move (make up's Prometheus holds 9090)"
 
 
 def test_emulator_scales(services):
