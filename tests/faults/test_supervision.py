@@ -189,8 +189,10 @@ def test_a_service_that_dies_at_every_start_is_backed_off_and_the_rest_runs_on(t
             events = re.findall(r"^(\S+ \S+) \w+ (exited|spawned): '?learner'?", (tmp_path / "stack.log").read_text(), re.M)
             at = lambda stamp: datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # noqa: E731
             return [at(b[0]) - at(a[0]) for a, b in zip(events, events[1:]) if a[1] == "exited" and b[1] == "spawned"]
-        gaps = wait_for(lambda: (g := pauses())[3:] and g, 120, interval=0.5, what="the learner restarted four times")
-        # supervisord's back-off grows by about a second per failed start (checked on its 1 s tick)
+        gaps = wait_for(lambda: (g := pauses())[5:] and g, 180, interval=0.5, what="the learner restarted six times")
+        # supervisord's back-off grows by about a second per failed start (checked on its 1 s tick);
+        # on a loaded machine the first start may outlast START_SECS (torch's import) and count as
+        # a success, so the growth starts one restart later: six pauses show it either way
         assert all(later > earlier - 0.2 for earlier, later in zip(gaps, gaps[1:])) and gaps[-1] > gaps[0] + 1.5, \
             f"pauses before restarts: {gaps}"
         assert "LR" in (run / "logs" / "learner.log").read_text()   # its one clear line, in its own log
