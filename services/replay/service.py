@@ -21,6 +21,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from tempest_common.heap import HeapTrimmer
 from tempest_common.limited_log import LimitedLog
 from tempest_common.messages import Ack, PriorityReset, PriorityUpdate, SampleReply, SampleRequest, TransitionBatch
 from tempest_common.socket_limits import limit_message_size, watch_dropped_connections
@@ -74,6 +75,7 @@ class ReplayService:
         self.sampled_total = 0
         self._parked: list[tuple[float, list[bytes], SampleRequest]] = []
         self._replies = RepliesInFlight()
+        self._heap = HeapTrimmer(every_s=5.0)
         self._reject_log = LimitedLog(log)
         self.store.on_priorities_saved = self.metrics.priority_snapshots.inc
         self._stop = threading.Event()
@@ -183,6 +185,7 @@ class ReplayService:
                     self._drain_requests()
                 self._serve_parked()
                 self._update_gauges()
+                self._heap.maybe_trim()   # a burst of large messages does not pin its memory
                 if self.cfg.priority_snapshot_s and time.monotonic() >= self._next_snapshot:
                     self._snapshot_priorities()
                     self._next_snapshot = time.monotonic() + self.cfg.priority_snapshot_s
