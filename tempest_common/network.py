@@ -14,6 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+# The learner's checkpoint file format (services/learner/checkpoint.py writes it; the evaluator
+# reads the network out of it): readers refuse a newer one with a clear line instead of guessing.
+CHECKPOINT_FORMAT_VERSION = 2
+
 
 class DuelingQNetwork(nn.Module):
     def __init__(self, state_dim: int, num_actions: int, hidden: tuple[int, ...] = (512, 512, 256),

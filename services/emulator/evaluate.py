@@ -32,7 +32,7 @@ import torch
 
 from tempest_common.actions import NOOP, NUM_ACTIONS
 from tempest_common.game_state import decode_ram
-from tempest_common.network import network_from_state_dict
+from tempest_common.network import CHECKPOINT_FORMAT_VERSION, network_from_state_dict
 from tempest_common.state_vector import STATE_SIZE
 
 from ..expert.client import ExpertClient, start_local_expert
@@ -56,6 +56,10 @@ def load_checkpoint_network(path: str) -> tuple[torch.nn.Module, dict]:
         raise EvaluationError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # a foreign or damaged file: any reader error means the same to the user
         raise EvaluationError(f"{path}: not a learner checkpoint this version can read ({exc})") from None
+    version = checkpoint.get("format_version", 1)
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_FORMAT_VERSION:
+        raise EvaluationError(f"{path}: checkpoint format {version!r}, this version reads formats 1 to "
+                              f"{CHECKPOINT_FORMAT_VERSION} (a newer project wrote it: evaluate it with that one)")
     if net.state_dim != STATE_SIZE or net.num_actions != NUM_ACTIONS:
         raise EvaluationError(f"{path}: its network takes {net.state_dim} inputs and {net.num_actions} actions, "
                               f"this version's {STATE_SIZE} and {NUM_ACTIONS}: it comes from another version of "

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from tempest_common.messages import MAX_COUNTER
-from tempest_common.network import shape_from_state_dict
+from tempest_common.network import CHECKPOINT_FORMAT_VERSION, shape_from_state_dict
 
 from .bookkeeper import Bookkeeper
 
@@ -60,7 +60,7 @@ KEEP = 3
 HEALTHY_HISTORY_S = 2 * 3600
 OLDEST_HEALTHY_AGE_S = 65 * 60
 HEALTHY_SPACING_S = 10 * 60
-FORMAT_VERSION = 2
+FORMAT_VERSION = CHECKPOINT_FORMAT_VERSION
 ADVICE = "start a new run with RESUME=0 or another CHECKPOINT_DIR"
 _NAME = re.compile(r"checkpoint-(?:(?P<run>.+)-)?(?P<step>\d+)\.pt")   # no run: format 1
 NEEDED = ("online", "target", "optimizer", "bookkeeper", "counters", "live")

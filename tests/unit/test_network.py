@@ -3,13 +3,12 @@ state_dict -> numpy -> WeightsSchedule on the wire -> the worker's network_from_
 bit-identical Q values and the same actions on RAM recorded from the real game."""
 import time
 
-import numpy as np
 import pytest
 import torch
 import zmq
 from prometheus_client import CollectorRegistry
 
-from services.emulator.evaluate import load_checkpoint_network
+from services.emulator.evaluate import EvaluationError, load_checkpoint_network
 from services.emulator.metrics import WorkerMetrics
 from services.emulator.network_policy import NetworkPolicy
 from services.learner.checkpoint import network_shape
@@ -18,7 +17,7 @@ from tempest_common.actions import NUM_ACTIONS
 from tempest_common.game_state import decode_ram
 from tempest_common.messages import WeightsSchedule
 from tempest_common.network import (
-    DuelingQNetwork, hidden_from_state_dict, layer_norm_from_state_dict, network_from_state_dict,
+    CHECKPOINT_FORMAT_VERSION, DuelingQNetwork, hidden_from_state_dict, layer_norm_from_state_dict, network_from_state_dict,
 )
 from tempest_common.state_vector import STATE_SIZE, encode_state
 from tempest_common.wire import decode, encode
@@ -144,6 +143,20 @@ def test_evaluate_reads_a_checkpoint_of_either_layout(tmp_path, layer_norm):
     x = torch.randn(8, STATE_SIZE)
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
+
+
+@pytest.mark.parametrize("version, readable", [(None, True), (1, True), (CHECKPOINT_FORMAT_VERSION, True),
+                                               (CHECKPOINT_FORMAT_VERSION + 1, False), (0, False), ("2", False)])
+def test_evaluate_refuses_a_checkpoint_format_it_does_not_know(tmp_path, version, readable):
+    net = learner_net(False)
+    path = tmp_path / "mark.pt"
+    saved = {"online": net.state_dict(), "live": {"evaluation_epsilon": 0.01}}
+    torch.save(saved if version is None else {**saved, "format_version": version}, path)
+    if readable:
+        assert load_checkpoint_network(str(path))[0] is not None
+    else:
+        with pytest.raises(EvaluationError, match=f"checkpoint format {version!r}, this version reads formats 1 to"):
+            load_checkpoint_network(str(path))
 
 
 def _receive(policy: NetworkPolicy, pub, payload: bytes, until=lambda p: p.version > 0) -> None:
