@@ -84,7 +84,8 @@ def train(run: Path, frames: int, marks: int, settings: dict[str, str]) -> float
 
 
 def marks_of(run: Path, frames: int) -> list[Path]:
-    marks = [p for p in sorted((run / "checkpoints").glob("mark-*.pt")) if int(p.stem[5:]) <= frames]
+    marks = [p for p in sorted((run / "checkpoints").glob("mark-*.pt"))
+             if int(p.stem[5:17]) <= frames]   # mark-<12 digits>[-<run id>]: another run's share the folder
     if not marks:
         sys.exit(f"bench/learning.py: no mark-*.pt checkpoints in {run}/checkpoints")
     return marks

@@ -166,8 +166,23 @@ def _when_and_health(path: Path) -> tuple[float, bool]:
 
 
 def save_mark(directory: str | os.PathLike, state: dict, mark: int) -> Path:
-    """The checkpoint of frame mark `mark` (named after the mark, not the frame count it was written at)."""
-    return _write(Path(directory) / f"{MARK_PREFIX}{mark:012d}.pt", state)
+    """The checkpoint of frame mark `mark` (named after the mark, not the frame count it was written
+    at): mark-<mark>.pt.  Marks are never deleted, so another run's mark of that name is kept: this
+    run's is then mark-<mark>-<run id>.pt (a second run in a reused folder used to overwrite them)."""
+    path = Path(directory) / f"{MARK_PREFIX}{mark:012d}.pt"
+    if path.exists() and _run_of(path) != state.get("run_id"):
+        path = path.with_name(f"{MARK_PREFIX}{mark:012d}-{name_part(state.get('run_id', 'unnamed'))}.pt")
+        log.warning("checkpoint: %s%012d.pt belongs to another run: this run's mark goes to %s", MARK_PREFIX, mark,
+                    path.name)
+    return _write(path, state)
+
+
+def _run_of(path: Path):
+    """The run id inside a checkpoint file; None when it cannot be read (a damaged mark is another run's too)."""
+    try:
+        return _peek(path).get("run_id")
+    except Exception:  # noqa: BLE001 - unreadable: not this run's
+        return None
 
 
 def mark_due(global_frames: int, every: int, last_mark: int) -> int | None:

@@ -173,6 +173,26 @@ def test_marks_and_other_runs_files_are_never_deleted(learners, tmp_path):
     assert not [p for p in (tmp_path / "ckpt").iterdir() if p.suffix == ".tmp"]
 
 
+def test_a_second_run_in_the_folder_keeps_the_first_runs_marks(learners, tmp_path, caplog):
+    first, second = learners(RUN_ID="first"), learners(RUN_ID="second")
+    first.steps, second.steps = 10, 20
+    first.save_mark(250_000)
+    with caplog.at_level(logging.WARNING, logger="learner.checkpoint"):
+        second.save_mark(250_000)
+    ckpt = tmp_path / "ckpt"
+    assert sorted(p.name for p in ckpt.glob("mark-*.pt")) == ["mark-000000250000-second.pt", "mark-000000250000.pt"]
+    assert checkpoint.load(ckpt / "mark-000000250000.pt")["counters"]["steps"] == 10
+    assert checkpoint.load(ckpt / "mark-000000250000-second.pt")["counters"]["steps"] == 20
+    assert "mark-000000250000.pt belongs to another run" in caplog.text
+    first.steps = 11
+    first.save_mark(250_000)                             # its own mark: rewritten in place
+    assert checkpoint.load(ckpt / "mark-000000250000.pt")["counters"]["steps"] == 11
+    (ckpt / "mark-000000500000.pt").write_bytes(b"garbage")   # unreadable: not this run's, kept
+    second.save_mark(500_000)
+    assert (ckpt / "mark-000000500000.pt").read_bytes() == b"garbage"
+    assert checkpoint.load(ckpt / "mark-000000500000-second.pt")["counters"]["steps"] == 20
+
+
 def test_a_run_id_with_odd_characters_is_made_safe_for_a_file_name(learners, tmp_path):
     run = learners(RUN_ID="../a b")
     save_at(run, 1)
