@@ -135,6 +135,13 @@ class LearnerMetrics:
                                ["reason"], **r)
         self.malformed = Counter("tempest_learner_malformed", "Malformed or wrong-version messages", ["reason"], **r)
         self.checkpoints = Counter("tempest_learner_checkpoints", "Checkpoints written (rolling and frame marks)", **r)
+        self.checkpoint_healthy = g("tempest_learner_checkpoint_healthy",
+                                    "The newest rolling checkpoint's health verdict: 1 healthy, 0 not (NaN: none yet)")
+        self.checkpoint_healthy.set(float("nan"))
+        self.last_healthy_checkpoint_step = g(
+            "tempest_learner_last_healthy_checkpoint_step",
+            "Step of the newest rolling checkpoint judged healthy by this process (what a rollback returns to; NaN: none)")
+        self.last_healthy_checkpoint_step.set(float("nan"))
         self.rollbacks = Counter("tempest_learner_rollbacks",
                                  "Rollbacks to a checkpoint (ctl rollback): networks and optimizer put back", **r)
         self.setting = g("tempest_learner_setting", "Live settings in force (booleans as 0/1)", "name")

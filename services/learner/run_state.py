@@ -50,6 +50,9 @@ def save_checkpoint(learner) -> Path:
     learner.health = verdict
     learner.since_checkpoint.reset()
     learner.metrics.checkpoints.inc()
+    learner.metrics.checkpoint_healthy.set(1.0 if verdict.healthy else 0.0)
+    if verdict.healthy:
+        learner.metrics.last_healthy_checkpoint_step.set(learner.steps)
     learner._last_checkpoint = time.monotonic()
     log.info("checkpoint %s (step %d, %d global frames): %s", path, learner.steps, learner.books.global_frames,
              "healthy" if verdict.healthy else "not healthy: " + "; ".join(verdict.reasons))

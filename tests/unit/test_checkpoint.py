@@ -6,6 +6,7 @@ is done to the bytes on disk."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -335,3 +336,18 @@ def test_a_rollback_restores_the_newest_healthy_networks_and_keeps_the_counters(
     assert run.health.healthy and run.since_checkpoint.steps == run.since_checkpoint.nonfinite == 0
     assert (run.steps, run.samples) == (250, 64_000), "counters go on"
     assert run.metrics.rollbacks._value.get() == 1
+
+
+def test_the_newest_checkpoints_health_and_the_last_healthy_step_are_exported(learners):
+    run = learners()
+    def value(name: str) -> float:
+        return next(s.value for m in (run.metrics.checkpoint_healthy, run.metrics.last_healthy_checkpoint_step)
+                    for f in m.collect() for s in f.samples if s.name == name)
+    assert math.isnan(value("tempest_learner_checkpoint_healthy"))
+    assert math.isnan(value("tempest_learner_last_healthy_checkpoint_step"))
+    save_at(run, 100)
+    assert value("tempest_learner_checkpoint_healthy") == 1.0
+    assert value("tempest_learner_last_healthy_checkpoint_step") == 100
+    save_at(run, 200, healthy=False)
+    assert value("tempest_learner_checkpoint_healthy") == 0.0
+    assert value("tempest_learner_last_healthy_checkpoint_step") == 100   # what a rollback goes back to
