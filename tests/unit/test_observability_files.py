@@ -47,6 +47,8 @@ KNOWN_METRICS = {
     # issue 17: the stability doctor
     "tempest_doctor_verdict", "tempest_doctor_findings", "tempest_doctor_actions_total", "tempest_doctor_errors_total",
     "tempest_doctor_last_run_time_seconds", "tempest_doctor_mode",
+    # a rollback quiets the collapse rule for an hour
+    "tempest_learner_rollbacks_total",
 }
 
 # One dashboard panel per symptom: each of these must appear in some panel's query.
