@@ -31,7 +31,11 @@ class EmulatorConfig:
     expert_ratio: float = setting("EXPERT_RATIO", 0.95, min=0.0, max=1.0,
                                   help="probability the expert wins an actor draw (see ACTOR_DRAW), until the learner "
                                   "publishes its schedule")
-    actor_draw: str = setting("ACTOR_DRAW", "tick", choices=("tick", "life", "segment"),
+    # Segments (DAgger): the network drives 200-tick stretches and meets the states its own actions
+    # lead to, each labelled by the expert.  With the learner's EXPERT_RATIO_DECAY 0.98, at 200k /
+    # 400k / 600k / 800k frames: 11,573 / 11,933 / 12,458 / 13,616 points per life, rising at each
+    # mark (per tick with 0.996: 12,966 / 14,198 / 11,299 / 13,481) (bench/learning.py, issue 13).
+    actor_draw: str = setting("ACTOR_DRAW", "segment", choices=("tick", "life", "segment"),
                               help="how often training games draw expert-or-network: every decision tick, once "
                               "per life, or every ACTOR_SEGMENT_TICKS decision ticks and at each life's start")
     actor_segment_ticks: int = setting("ACTOR_SEGMENT_TICKS", 200, min=1, max=100_000,

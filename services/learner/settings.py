@@ -121,7 +121,9 @@ class LiveSettings:
     bc_weight_min_fraction: float = setting("BC_WEIGHT_MIN_FRACTION", 0.0, min=0.0, max=1.0,
                                             help="floor of the decayed BC weight, as a fraction of BC_WEIGHT")
     expert_ratio_start: float = setting("EXPERT_RATIO_START", 0.95, min=0.0, max=1.0, help="expert share at frame 0")
-    expert_ratio_decay: float = setting("EXPERT_RATIO_DECAY", 0.996, min=0.0, max=1.0,
+    # 0.98 per 10k frames: the expert's share 0.95 -> ~0.63 at 200k frames, ~0.19 at 800k (0.996 left
+    # 0.69 at 800k): the data moves to the network's own states (with ACTOR_DRAW=segment; issue 13).
+    expert_ratio_decay: float = setting("EXPERT_RATIO_DECAY", 0.98, min=0.0, max=1.0,
                                         help="multiplier per EXPERT_RATIO_DECAY_FRAMES global frames")
     expert_ratio_decay_frames: int = setting("EXPERT_RATIO_DECAY_FRAMES", 10_000, min=1, max=10**12,
                                              help="frames per decay step")

@@ -163,7 +163,7 @@ def test_rows_carry_the_experts_gated_choice_whoever_played(rompath, tmp_path):
     replay_port = replay.bind_to_random_port("tcp://127.0.0.1")
     trace = tmp_path / "trace.npz"
     env = worker_env(rompath, tmp_path, EXPERT_ADDR=f"tcp://127.0.0.1:{expert_port}", EXPERT_RATIO=0.5,
-                     EXPERT_TIMEOUT_MS=1000, EXPERT_BACKOFF_S=0.2, WEIGHTS_ADDR="", TRACE_PATH=trace,
+                     ACTOR_DRAW="tick", EXPERT_TIMEOUT_MS=1000, EXPERT_BACKOFF_S=0.2, WEIGHTS_ADDR="", TRACE_PATH=trace,
                      REPLAY_ADDR=f"tcp://127.0.0.1:{replay_port}", TRANSITION_BATCH=32)
     batches = []
 

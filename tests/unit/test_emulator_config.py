@@ -13,7 +13,7 @@ from tests.conftest import REPO
 def test_defaults_load():
     cfg = load_emulator_config({})
     assert isinstance(cfg, EmulatorConfig) and cfg.state_dtype == "float16"
-    assert (cfg.actor_draw, cfg.actor_segment_ticks) == ("tick", 200)   # today's per-tick draw
+    assert (cfg.actor_draw, cfg.actor_segment_ticks) == ("segment", 200)   # DAgger segments (issue 13)
     assert cfg.expert_labels is True   # imitation labels on the network's own states, by default
 
 
