@@ -24,6 +24,7 @@ from tests.conftest import free_port, scrape, start_service, stop_process, wait_
 from tests.fuzz import hostile as H
 from tests.fuzz import hostile_replay as HR
 from tests.fuzz import hostile_services as HS
+from tests.fuzz.readings import family_total, reason_value, rss
 from tests.unit.recorded import FIRST_LIVES
 
 
@@ -83,32 +84,6 @@ class Flood:
     settings_before: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     dead: dict = field(default_factory=dict)
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def family_values(m: dict[str, float], family: str) -> dict[str, float]:
-    """{label text: value} of one counter family in a scrape ("" for an unlabelled counter)."""
-    out = {}
-    for key, value in m.items():
-        if key == family:
-            out[""] = value
-        elif key.startswith(family + "{"):
-            out[key[len(family) + 1:-1]] = value
-    return out
-
-
-def reason_value(m: dict[str, float], family: str, reason: str) -> float | None:
-    return m.get(f'{family}{{reason="{reason}"}}')
-
-
-def family_total(m: dict[str, float], family: str) -> float:
-    return sum(family_values(m, family).values())
 
 
 # -- sending ---------------------------------------------------------------------------------------
