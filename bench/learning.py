@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for the run")
     ap.add_argument("--run-dir", default="", help="run folder (default: run/learning-<time>)")
     ap.add_argument("--eval-only", action="store_true", help="evaluate the marks already in --run-dir")
+    ap.add_argument("--train-only", action="store_true", help="train, write DIR/train.json (its wall time) and stop")
     ap.add_argument("--ablation", nargs="+", metavar="ARM", help="short arms instead of one run: NAME or "
                     "NAME:SETTING=VALUE,... (each ~120k frames and 10 lives unless --frames / --lives say otherwise)")
     args = ap.parse_args()
@@ -179,7 +180,16 @@ def main() -> None:
     if args.eval_only and not run.is_dir():
         ap.error(f"--eval-only needs an existing --run-dir, {run} is not one")
     run.mkdir(parents=True, exist_ok=True)
-    train_s = 0.0 if args.eval_only else train(run, args.frames, args.marks, settings)
+    if args.eval_only:
+        saved = run / "train.json"   # a --train-only run's wall time, reported with its evaluation
+        train_s = float(json.loads(saved.read_text())["train_wall_s"]) if saved.exists() else 0.0
+    else:
+        train_s = train(run, args.frames, args.marks, settings)
+        (run / "train.json").write_text(json.dumps({"frames": args.frames, "train_wall_s": round(train_s),
+                                                    "settings": settings}))
+    if args.train_only:
+        log(f"training {train_s / 60:.1f} min; evaluate with --eval-only --run-dir {run}")
+        return
     result, eval_s = evaluate(run, [*marks_of(run, args.frames), "expert", "random"], args.lives, args.eval_seed,
                               args.jobs)
     rows = {Path(p["policy"]).name if p["frames"] is not None else p["policy"]: p for p in result["policies"]}

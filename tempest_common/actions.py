@@ -9,6 +9,12 @@
 The superzapper is gated: `gate_zap` turns a zap action into the same action without the zap
 unless the level still has a use left and the cooldown since the last zap has passed.  Learners
 otherwise spam it (the predecessor's experience), and a zap the game ignores is noise.
+
+Random actions (epsilon draws, the random policy; training and evaluation alike) come from
+`random_actions`: uniform over the 22 actions without the zap unless zaps are allowed
+(RANDOM_ZAP, `evaluate --random-zap`).  Over all 44, half of the draws would press the zap, so a
+few random ticks spend the level's two zaps as soon as the gate opens: a measure of the policy
+would then mostly measure where chance spent its zaps.
 """
 from __future__ import annotations
 
@@ -50,6 +56,14 @@ def decode_action(index: int) -> Action:
 
 
 ACTIONS = tuple(decode_action(i) for i in range(NUM_ACTIONS))   # index -> Action, for hot loops
+NON_ZAP_ACTIONS = np.array([i for i, a in enumerate(ACTIONS) if not a.zap], dtype=np.int64)   # 22 of 44
+ALL_ACTIONS = np.arange(NUM_ACTIONS, dtype=np.int64)
+
+
+def random_actions(rng: np.random.Generator, n: int, allow_zap: bool = False) -> np.ndarray:
+    """n uniform random joint actions (int64[n]): among the non-zap actions unless allow_zap."""
+    pool = ALL_ACTIONS if allow_zap else NON_ZAP_ACTIONS
+    return pool[rng.integers(0, len(pool), n)]
 
 
 def gate_zap(index: int, zaps_used: int, ticks_since_zap: int) -> int:

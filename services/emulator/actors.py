@@ -1,7 +1,8 @@
 """Who acts on a decision tick, and which games are evaluation games.
 
 Training games: the expert with probability expert_ratio, else the network, epsilon-greedy
-(actor "random" for the epsilon draws, and until the first weights arrive).  Evaluation games:
+(actor "random" for the epsilon draws, and until the first weights arrive; a random action is
+drawn among the non-zap actions unless RANDOM_ZAP: tempest_common.actions.random_actions).  Evaluation games:
 the network alone with the evaluation epsilon.  An expert that does not answer in time is left
 alone for a back-off period (a dead expert costs one timeout per back-off, not one per tick).
 The learner's published schedule replaces expert_ratio and the epsilons as it arrives.
@@ -25,7 +26,7 @@ import time
 
 import numpy as np
 
-from tempest_common.actions import NUM_ACTIONS
+from tempest_common.actions import NUM_ACTIONS, random_actions
 from tempest_common.game_state import GameState
 from tempest_common.messages import ACTOR_EVALUATION, ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM, NO_ACTION
 
@@ -74,8 +75,10 @@ class ActorSchedule:
 class ActorChooser:
     def __init__(self, expert: ExpertClient | None, network: NetworkPolicy, expert_ratio: float, epsilon: float,
                  expert_timeout_ms: float, expert_backoff_s: float, metrics: WorkerMetrics,
-                 rng: np.random.Generator, schedule: ActorSchedule | None = None, labels: bool = True):
+                 rng: np.random.Generator, schedule: ActorSchedule | None = None, labels: bool = True,
+                 random_zap: bool = False):
         self.expert, self.network, self.metrics, self.rng = expert, network, metrics, rng
+        self.random_zap = random_zap   # random actions may press the zap (RANDOM_ZAP); see random_actions
         self.labels = labels   # ask the expert for a label on ticks it did not play (EXPERT_LABELS)
         self.schedule = schedule or ActorSchedule()
         self.expert_timeout_ms, self.expert_backoff_s = expert_timeout_ms, expert_backoff_s
@@ -95,7 +98,7 @@ class ActorChooser:
     def _draw(self) -> tuple[float, float, int]:
         if self._k >= len(self._actions):
             self._uniform = self.rng.random((4096, 2))
-            self._actions = self.rng.integers(0, NUM_ACTIONS, 4096)
+            self._actions = random_actions(self.rng, 4096, self.random_zap)
             self._k = 0
         u, a = self._uniform[self._k], int(self._actions[self._k])
         self._k += 1

@@ -41,6 +41,9 @@ class EmulatorConfig:
     actor_segment_ticks: int = setting("ACTOR_SEGMENT_TICKS", 200, min=1, max=100_000,
                                        help="decision ticks per actor draw when ACTOR_DRAW=segment")
     epsilon: float = setting("EPSILON", 0.1, min=0.0, max=1.0, help="random-action probability on the network's turns")
+    random_zap: bool = setting("RANDOM_ZAP", False,
+                               help="random actions (epsilon, before the first weights) may press the superzapper; "
+                               "off: drawn among the 22 non-zap actions, so chance does not spend the level's zaps")
     expert_timeout_ms: float = setting("EXPERT_TIMEOUT_MS", 50.0, min=1.0, max=10_000.0,
                                        help="wait this long for the expert, then the network plays the tick "
                                        "(random until weights arrive)")

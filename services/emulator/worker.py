@@ -42,7 +42,8 @@ class EmulatorWorker:
         self.network = NetworkPolicy(cfg.weights_addr, self.metrics)
         self.actors = ActorChooser(self.peers.expert, self.network, cfg.expert_ratio, cfg.epsilon,
                                    cfg.expert_timeout_ms, cfg.expert_backoff_s, self.metrics, self.rng,
-                                   ActorSchedule(cfg.actor_draw, cfg.actor_segment_ticks), cfg.expert_labels)
+                                   ActorSchedule(cfg.actor_draw, cfg.actor_segment_ticks), cfg.expert_labels,
+                                   cfg.random_zap)
         self.evaluations = EvaluationScheduler()
         self.stream_id = f"{cfg.worker_id}:{uuid.uuid4().hex[:8]}"
         self.tracker = EpisodeTracker(RewardConfig(cfg.reward_scale, cfg.reward_clip, cfg.death_penalty,

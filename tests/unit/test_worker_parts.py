@@ -15,7 +15,7 @@ from services.emulator.session import Tick, TickClassifier
 from tempest_common.game_state import decode_ram
 from tempest_common.messages import (ACTOR_EVALUATION, ACTOR_EXPERT, ACTOR_NETWORK, ACTOR_RANDOM,
                                      TransitionBatch)
-from tempest_common.actions import NUM_ACTIONS
+from tempest_common.actions import ACTIONS, NUM_ACTIONS
 from tempest_common.network import DuelingQNetwork
 from tempest_common.state_vector import STATE_SIZE, encode_state
 from tempest_common.wire import decode, encode
@@ -161,15 +161,18 @@ class CountingExpert:
 
 def reference_choices(seed, ticks, ratio, epsilon, ratio_later, epsilon_later):
     """ActorChooser.choose before ActorSchedule existed (a per-tick draw), copied: the RNG stream
-    and every (actor, action) a seed gives must stay exactly these in mode "tick"."""
+    and every (actor, action) a seed gives must stay exactly these in mode "tick" (random actions
+    among the 22 without the zap since issue 24)."""
     rng, expert, out = np.random.default_rng(seed), CountingExpert(), []
-    uniform, actions = rng.random((4096, 2)), rng.integers(0, NUM_ACTIONS, 4096)
+    no_zap = [i for i in range(NUM_ACTIONS) if not ACTIONS[i].zap]
+    draw = lambda: np.asarray(no_zap)[rng.integers(0, len(no_zap), 4096)]   # noqa: E731
+    uniform, actions = rng.random((4096, 2)), draw()
     for t in range(ticks):
         if t == ticks // 2:
             ratio, epsilon = ratio_later, epsilon_later
         k = t % 4096
         if k == 0 and t:
-            uniform, actions = rng.random((4096, 2)), rng.integers(0, NUM_ACTIONS, 4096)
+            uniform, actions = rng.random((4096, 2)), draw()
         u_actor, u_eps, random_action = uniform[k][0], uniform[k][1], int(actions[k])
         if u_actor < ratio:   # backoff 0 s: the expert is asked again on the next tick
             reply = expert.act(None, 50)
