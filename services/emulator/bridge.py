@@ -120,12 +120,14 @@ class BridgeServer:
         ram = np.frombuffer(bytes(self._view[HEADER.size:]), dtype=np.uint8)
         return TickMessage(kind.decode(), flags, frame, ram)
 
-    def reply(self, command: int = CMD_ACT, fire: bool = False, zap: bool = False, spinner: int = 0) -> None:
+    def reply(self, command: int = CMD_ACT, fire: bool = False, zap: bool = False, spinner: int = 0,
+              slot: int = 0) -> None:
+        """One reply; `slot` names the save state a save or load uses (0: the start of play)."""
         if self._reply_fd is None or self._conn is None:
             raise BridgeClosed("no MAME connection")
         try:
             os.write(self._reply_fd, b"\x01")  # ring first: a polling MAME never blocks on it
-            self._conn.sendall(REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, 0))
+            self._conn.sendall(REPLY.pack(command, int(fire) | (int(zap) << 1), spinner, slot))
         except OSError as exc:  # EPIPE: MAME is gone
             raise BridgeClosed(f"bridge reply failed: {exc}") from exc
 

@@ -7,16 +7,20 @@ calls `BridgeServer.receive` or `reply`.  Every message becomes a `Tick` of one 
     every policy alike; returns the action played.  `gate(action)` is that gate alone, played
     nowhere (an imitation label gets the same gate as the action, before or after the answer);
   - `pass_tick()` on any other tick (outside play MAME drives the game itself);
-  - `save()` / `load()`: MAME confirms by the flags of a later message, never by timing; ticks of
-    the old game that arrive before a load is confirmed are answered here, never returned;
-    `restart()` blocks until play starts over from the saved start of play;
+  - `save(slot)` / `load(slot)`: named save slots ("start", the start of play, unless another is
+    named); MAME confirms by the flags of a later message, never by timing; ticks of the old game
+    that arrive before a load is confirmed are answered here, never returned; `restart(slot)`
+    blocks until play starts over from a slot; `install_state(slot, data)` adds a state saved by
+    another MAME (a start bank), `state_bytes(slot)` reads one this MAME saved;
   - `exit()` asks MAME to quit.
 """
 from __future__ import annotations
 
 import contextlib
 import enum
+import re
 import time
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -25,10 +29,13 @@ from tempest_common import ram_map as M
 from tempest_common.actions import ACTIONS, gate_zap
 
 from .bridge import CMD_ACT, CMD_EXIT, CMD_LOAD, CMD_SAVE, BridgeClosed, BridgeServer, BridgeTimeout
-from .mame_process import MameProcess
+from .mame_process import ROM_SET, MameProcess
 
 POLL_S = 0.25  # receive in slices this long, so a stop request is seen quickly even if MAME stalls
 LONG_AGO = 10**6  # ticks since the last zap, at the start of a game
+START = "start"   # the slot holding the start of play
+MAX_SLOTS = 255   # slot numbers travel in one reply byte (0 is START)
+SLOT_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 
 
 class TickKind(enum.IntEnum):
@@ -93,7 +100,9 @@ class GameSession:
         self.server, self.mame, self.tick_timeout_s, self.stopping = server, mame, tick_timeout_s, stopping
         self.classifier = TickClassifier()
         self.tick: Tick | None = None      # the latest tick
-        self.has_start_state = False       # MAME confirmed a save of the start of play
+        self.slots: dict[str, int] = {START: 0}   # slot name -> number on the bridge
+        self.saved: set[str] = set()       # slots holding a state (saved and confirmed, or installed)
+        self._saving: str | None = None    # the slot of a save MAME has not confirmed yet
         self._owed = False                 # the latest tick still needs its answer
         self._loading = False              # a load MAME has not confirmed yet
         self._since_zap = LONG_AGO
@@ -142,8 +151,9 @@ class GameSession:
                 self._loading = False
                 self.classifier.restart()
                 self._since_zap = LONG_AGO
-            if msg.saved:
-                self.has_start_state = True
+            if msg.saved and self._saving is not None:
+                self.saved.add(self._saving)
+                self._saving = None
             self._since_zap += 1
             # fixed on arrival, so a zap played on this tick does not change this tick's gate
             self._gate_inputs = (int(msg.ram[M.ZAPS_USED]), self._since_zap)
@@ -196,38 +206,77 @@ class GameSession:
     def pass_tick(self) -> None:
         self._answer(CMD_ACT)
 
-    def save(self) -> None:
-        """Save the start of play; `has_start_state` turns True with MAME's confirmation."""
-        self._answer(CMD_SAVE)
+    @property
+    def has_start_state(self) -> bool:
+        """MAME confirmed a save of the start of play."""
+        return START in self.saved
 
-    def load(self) -> None:
-        """Back to the saved start of play: the next tick returned is its START (loaded=True)."""
-        if not self.has_start_state:
-            raise RuntimeError("no start of play has been saved on this MAME")
+    def _slot(self, name: str) -> int:
+        """The bridge number of a slot name (a new name gets the next free number)."""
+        if name not in self.slots:
+            if not SLOT_NAME.fullmatch(name):
+                raise ValueError(f"save slot name {name!r}: use 1-64 letters, digits, '_', '.', '+' or '-'")
+            if len(self.slots) > MAX_SLOTS:
+                raise ValueError(f"at most {MAX_SLOTS} named save slots besides {START!r}")
+            self.slots[name] = len(self.slots)
+        return self.slots[name]
+
+    def state_path(self, slot: str) -> Path:
+        """Where MAME keeps the state of a slot (its -state_directory, per ROM set)."""
+        number = self._slot(slot)
+        return Path(self.mame.workdir) / "sta" / ROM_SET / (f"{START}.sta" if number == 0 else f"{START}-{number}.sta")
+
+    def save(self, slot: str = START) -> None:
+        """Save the game as it is on this tick into `slot`; it joins `saved` with MAME's confirmation."""
+        number = self._slot(slot)
+        self._saving = slot
+        self._answer(CMD_SAVE, slot=number)
+
+    def load(self, slot: str = START) -> None:
+        """Back to a saved slot: the next tick returned is its START (loaded=True)."""
+        if slot not in self.saved:
+            raise RuntimeError(f"no state in save slot {slot!r} on this MAME" if slot != START
+                               else "no start of play has been saved on this MAME")
         self._loading = True
-        self._answer(CMD_LOAD)
+        self._answer(CMD_LOAD, slot=self.slots[slot])
+
+    def install_state(self, slot: str, data: bytes) -> None:
+        """Make a state saved by another MAME (same ROM, same MAME) loadable from `slot`."""
+        path = self.state_path(slot)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.saved.add(slot)
+
+    def state_bytes(self, slot: str) -> bytes:
+        """The state file of a confirmed save."""
+        if slot not in self.saved:
+            raise RuntimeError(f"no state in save slot {slot!r} on this MAME")
+        return self.state_path(slot).read_bytes()
 
     def exit(self) -> None:
         self._answer(CMD_EXIT)
 
-    def _answer(self, command: int, fire: bool = False, zap: bool = False, spinner: int = 0) -> None:
+    def _answer(self, command: int, fire: bool = False, zap: bool = False, spinner: int = 0, slot: int = 0) -> None:
         if not self._owed:
             raise RuntimeError("no tick to answer")
         self._owed = False
-        self.server.reply(command, fire, zap, spinner)
+        self.server.reply(command, fire, zap, spinner, slot)
 
     # -- blocking helpers ----------------------------------------------------------------------
-    def restart(self, max_ticks: int = 100_000) -> Tick:
-        """Answer what is owed so that play starts over from the saved start of play, saving it
-        first (at this MAME's first START) if there is none; returns that START tick, owed."""
+    def restart(self, slot: str = START, max_ticks: int = 100_000) -> Tick:
+        """Answer what is owed so that play starts over from `slot`, returning its START tick,
+        owed.  The start of play is saved first (at this MAME's first START) if there is none;
+        any other slot must hold a state already."""
+        if slot != START and slot not in self.saved:
+            raise RuntimeError(f"no state in save slot {slot!r} on this MAME")
         if not self._owed:
             self.next_tick()
         for _ in range(max_ticks):
-            if self.has_start_state:
-                self.load()
+            if slot in self.saved and self._saving is None:
+                self.load(slot)
                 return self.next_tick()
-            if self.tick.kind is TickKind.START:
-                self.save()
+            if self.tick.kind is TickKind.START and self._saving is None:
+                self.save(START)
             else:
                 self.pass_tick()
             self.next_tick()

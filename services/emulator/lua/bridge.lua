@@ -13,7 +13,8 @@
 --     then RAM $0000-$03FF (1024 bytes).
 --   worker -> MAME, exactly one reply per message, in order: 4 bytes:
 --     command (0 act | 1 save state | 2 load state | 3 exit), buttons (bit0 fire, bit1 zap),
---     spinner delta (int8, written to $0050 every video frame), 0.
+--     spinner delta (int8, written to $0050 every video frame), save slot (save and load: slot 0
+--     is the state named TEMPEST_BRIDGE_STATE_NAME, slot n the state named <that>-n).
 -- Only game ticks are sent (~46% of video frames in play): frames where $0003 did not change
 -- carry no new state.  Outside play and zoom the script drives the game itself (free play,
 -- start in attract mode, fire in level select and high-score entry), so the worker's action
@@ -131,14 +132,15 @@ end
 -- Carries out one reply; use_inputs is false for replies to not-awaited messages (MAME drives
 -- the game itself there) and once a save or load has just happened.  Returns false on exit.
 local function carry_out(reply, use_inputs)
-  local cmd, buttons, spinner = string.unpack("<BBb", reply)
+  local cmd, buttons, spinner, slot = string.unpack("<BBbB", reply)
   if cmd == CMD_EXIT then quit("worker asked to exit"); return false end
   if cmd == CMD_SAVE or cmd == CMD_LOAD then
     -- Determinism: inputs neutral on the frame of the call, and the tick detector and the
     -- menu counter restart at the same point after a save and after a load.
     neutral_inputs()
-    if cmd == CMD_SAVE then machine:save(STATE_NAME); pending_flags = FLAG_SAVED
-    else machine:load(STATE_NAME); pending_flags = FLAG_LOADED end
+    local name = slot == 0 and STATE_NAME or (STATE_NAME .. "-" .. slot)
+    if cmd == CMD_SAVE then machine:save(name); pending_flags = FLAG_SAVED
+    else machine:load(name); pending_flags = FLAG_LOADED end
     prev_tick = nil
     nav_frames = 0
     command_frame = video_frame
