@@ -1,6 +1,6 @@
 """The hard-start bank: MAME save states at the first tick of chosen levels, reached by the expert.
 
-    python -m services.emulator.start_bank [--levels 13,15,17,19] [--seeds 0,1] [--rebuild]
+    python -m services.emulator.start_bank [--levels 13,15,17,19] [--seeds 0,2,3] [--rebuild]
 
 From the start of play, after a no-op offset drawn from each seed, the expert plays the whole game
 (every life); at the first play tick of each chosen level the game is saved into a named slot.
@@ -38,7 +38,7 @@ from .session import GameSession, TickKind
 
 BANK_FORMAT = 1
 DEFAULT_LEVELS = (13, 15, 17, 19)
-DEFAULT_SEEDS = (0, 1)
+DEFAULT_SEEDS = (0, 2, 3)   # seed 1's game ends at level 9 (the expert zooms into a spike on every life)
 NOOP_STARTS = 31            # offsets 0-30, as the first-level suite's
 MAX_GAME_TICKS = 60_000     # one seed's game; the expert loses its last life long before (level ~20)
 EXPERT_SOURCES = ("services/expert/policy.py", "tempest_common/game_state.py", "tempest_common/ram_map.py",
@@ -83,6 +83,7 @@ class Start:
     level: int         # 1-based level the state opens
     seed: int
     path: Path         # the .sta file
+    sha256: str        # its checksum (the start's identity in the expert's cache)
 
 
 def noop_offset(seed: int) -> int:
@@ -108,7 +109,8 @@ def load_bank(rompath: str, levels=DEFAULT_LEVELS, seeds=DEFAULT_SEEDS, expert_a
                 f"{inputs['levels'][0]}-{inputs['levels'][-1]} from {len(seeds)} seeds, a few minutes)")
             _build(folder, inputs, rompath, expert_addr, log)
         manifest = json.loads((folder / "manifest.json").read_text())
-    starts = [Start(s["name"], s["level"], s["seed"], folder / f"{s['name']}.sta") for s in manifest["starts"]]
+    starts = [Start(s["name"], s["level"], s["seed"], folder / f"{s['name']}.sta", s["sha256"])
+              for s in manifest["starts"]]
     return starts, manifest
 
 
@@ -166,9 +168,8 @@ def _build(folder: Path, inputs: dict, rompath: str, expert_addr: str, log) -> N
                                                        "expert_deaths": deaths}, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(out, folder)
-        first_death = min((d["level"] for d in deaths), default=None)
-        log(f"start bank: {len(starts)} starts in {folder}; the expert's deaths on the way at levels "
-            f"{[d['level'] for d in deaths]} (first at level {first_death})")
+        log(f"start bank: {len(starts)} starts in {folder}; the expert died on the way at levels "
+            f"{[d['level'] for d in deaths] or 'none'}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if expert_proc is not None:

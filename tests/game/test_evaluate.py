@@ -1,5 +1,6 @@
 """Game tier: the evaluate command on the real ROM: checkpoints, the expert and random on the same
-seeded starts, reproducible, foreign checkpoints refused in one line, and a recorded video."""
+seeded starts, reproducible, foreign checkpoints refused in one line, a recorded video, the
+hard-start bank as a second suite, and the expert's lives replayed identically, then cached."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,14 +34,27 @@ def ckpt(tmp_path_factory):
     return write_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
-def evaluate(rompath, *args):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A cache folder of this module's own (the bank and the expert's lives)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def evaluate(rompath, *args, cache_dir=None):
+    env = dict(os.environ, TEMPEST_ROMPATH=rompath, PYTHONPATH=str(REPO))
+    if cache_dir is not None:
+        env["TEMPEST_CACHE_DIR"] = str(cache_dir)
     return subprocess.run([sys.executable, "-m", "services.emulator.evaluate", *map(str, args)], cwd=REPO,
-                          env=dict(os.environ, TEMPEST_ROMPATH=rompath, PYTHONPATH=str(REPO)),
-                          capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def last_json(out):
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_checkpoint_expert_and_random_on_the_same_seeded_starts(rompath, ckpt):
-    args = (ckpt, "expert", "random", "--lives", 3, "--max-ticks", 300, "--seed", 5)
+    args = (ckpt, "expert", "random", "--lives", 3, "--max-ticks", 300, "--seed", 5, "--no-cache")
     first, again = evaluate(rompath, *args, "--jobs", 2), evaluate(rompath, *args)
     assert first.returncode == 0 and again.returncode == 0, first.stderr[-2000:] + again.stderr[-2000:]
     one, two = json.loads(first.stdout.strip().splitlines()[-1]), json.loads(again.stdout.strip().splitlines()[-1])
@@ -53,7 +67,21 @@ def test_checkpoint_expert_and_random_on_the_same_seeded_starts(rompath, ckpt):
     assert all(len(p["scores"]) == 3 and p["ci95"] >= 0 for p in one["policies"])
     assert by["expert"]["capped"] == 3, "the expert survives 300 ticks from the start of play"
     table = first.stdout.splitlines()
-    assert table[0].split()[:4] == ["policy", "frames", "lives", "mean"] and len(table) == 5
+    assert table[0].startswith("suite first: start of play (first level), 1 start x 3 lives, capped at 300 ticks")
+    assert table[1].split()[:5] == ["policy", "frames", "eps", "lives", "pts/life"] and len(table) == 8
+    eps = {line.split()[0]: line.split()[2] for line in table[2:5]}
+    own = f"{load_live_settings({}).evaluation_epsilon:.3f}"   # the checkpoint's evaluation epsilon
+    assert eps == {str(ckpt): own, "expert": "0.000", "random": "1.000"}, "the table names each epsilon"
+    assert table[5].startswith(f"  paired by start, {ckpt} - expert: ")
+    for row in one["policies"]:
+        assert [life["points"] for life in row["lives_detail"]] == row["scores"]
+        assert all(set(life) == {"start", "noops", "points", "ticks", "capped", "level", "start_level"}
+                   for life in row["lives_detail"])
+        assert row["deaths"] == sum(not life["capped"] for life in row["lives_detail"])
+        assert row["ticks"] == sum(life["ticks"] for life in row["lives_detail"])
+        lo, hi = row["deaths_per_10k_ticks_ci95"]
+        assert lo <= row["deaths_per_10k_ticks"] <= hi
+    assert by["random"]["paired"]["against"] == "expert" and "paired" not in by["expert"]
     other = evaluate(rompath, "random", "--lives", 3, "--max-ticks", 300, "--seed", 6)
     assert json.loads(other.stdout.strip().splitlines()[-1])["noop_starts"] != one["noop_starts"]
 
@@ -74,3 +102,33 @@ def test_records_a_video_of_one_life(rompath, ckpt, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert video.stat().st_size > 10_000
     assert json.loads(out.stdout.strip().splitlines()[-1])["lives"] == 1
+
+
+def test_the_bank_suite_beside_the_first_level(rompath, ckpt, cache):
+    out = evaluate(rompath, ckpt, "random", "--starts", "all", "--bank-levels", "2,3", "--bank-seeds", "0",
+                   "--lives", 2, "--bank-lives", 1, "--max-ticks", 200, "--epsilon", 0, cache_dir=cache)
+    result = last_json(out)
+    assert "start bank: no bank yet; building it" in out.stderr
+    bank = result["suites"]["bank"]
+    assert [s["name"] for s in bank["starts"]] == ["level-2-seed-0", "level-3-seed-0"]
+    assert result["suites"]["first"]["lives_per_start"] == 2 and bank["lives_per_start"] == 1
+    for row in bank["policies"]:
+        assert [life["start_level"] for life in row["lives_detail"]] == [2, 3]
+        assert [life["start"] for life in row["lives_detail"]] == ["level-2-seed-0", "level-3-seed-0"]
+    assert result["policies"] == result["suites"]["first"]["policies"]
+    assert "; bank level-3-seed-0" in out.stderr
+    assert any(line.startswith("suite bank: hard starts") for line in out.stdout.splitlines())
+    assert result["suites"]["first"]["policies"][0]["epsilon"] == 0.0
+
+
+def test_expert_lives_replay_identically_then_come_from_the_cache(rompath, cache):
+    args = ("expert", "--lives", 2, "--max-ticks", 250, "--seed", 3)
+    fresh = [last_json(evaluate(rompath, *args, "--no-cache", cache_dir=cache)) for _ in range(2)]
+    assert fresh[0]["policies"][0]["lives_detail"] == fresh[1]["policies"][0]["lives_detail"], \
+        "the expert is deterministic on a start: a rerun gives identical points and ticks"
+    filled = evaluate(rompath, *args, cache_dir=cache)
+    reused = evaluate(rompath, *args, cache_dir=cache)
+    assert "cached" not in filled.stderr and reused.stderr.count("; cached") == 2
+    assert last_json(reused)["policies"] == last_json(filled)["policies"] == fresh[0]["policies"]
+    longer = evaluate(rompath, "expert", "--lives", 2, "--max-ticks", 260, "--seed", 3, cache_dir=cache)
+    assert "cached" not in longer.stderr, "another cap is another life"

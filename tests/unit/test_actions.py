@@ -38,3 +38,19 @@ def test_gate_keeps_every_action_without_a_zap_and_only_drops_the_zap_bit():
         assert blocked == decode_action(i)._replace(zap=False)
         assert gate_zap(i, 0, ZAP_COOLDOWN_TICKS) == i
     assert ACTIONS == tuple(decode_action(i) for i in range(NUM_ACTIONS))
+
+
+def test_random_actions_never_choose_the_zap_unless_allowed():
+    import numpy as np
+
+    from tempest_common.actions import ZAP_USES_PER_LEVEL, random_actions
+    rng = np.random.default_rng(7)
+    drawn = random_actions(rng, 20_000)
+    assert not any(ACTIONS[a].zap for a in drawn), "by default random play never presses the zap"
+    assert set(drawn.tolist()) == {i for i in range(NUM_ACTIONS) if not ACTIONS[i].zap}, "all 22 others, uniformly"
+    assert abs(np.bincount(drawn, minlength=NUM_ACTIONS).max() / 20_000 - 1 / 22) < 0.01
+    allowed = random_actions(rng, 20_000, allow_zap=True)
+    assert 0.45 < np.mean([ACTIONS[a].zap for a in allowed]) < 0.55
+    # allowed zaps are still gated: while the gate is shut no random action reaches the game with its zap
+    for zaps_used, since in ((ZAP_USES_PER_LEVEL, 10**6), (0, ZAP_COOLDOWN_TICKS - 1)):
+        assert not any(ACTIONS[gate_zap(int(a), zaps_used, since)].zap for a in allowed)

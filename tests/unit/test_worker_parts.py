@@ -86,6 +86,17 @@ def test_actor_choice_by_schedule():
     assert 0.2 < shares.count(ACTOR_RANDOM) / 400 < 0.4
 
 
+def test_random_ticks_press_no_zap_unless_random_zap():
+    c = chooser(epsilon=1.0)
+    played = [c.choose(None, lambda: 7) for _ in range(5000)]
+    assert {actor for actor, _ in played} == {ACTOR_RANDOM}
+    assert not any(ACTIONS[a].zap for _, a in played)
+    c.follow_schedule(0.0, 0.0, 0.0, 1.0)   # evaluation games' random ticks too
+    assert not any(ACTIONS[c.choose(None, lambda: 7, evaluation=True)[1]].zap for _ in range(5000))
+    c.random_zap, c._k = True, 4096   # RANDOM_ZAP=1: the next block of draws may zap
+    assert any(ACTIONS[c.choose(None, lambda: 7, evaluation=True)[1]].zap for _ in range(2000))
+
+
 def test_the_first_draw_after_the_network_is_ready_is_an_evaluation():
     assert not chooser(ready=False).next_game_is_evaluation()
     c = chooser()
