@@ -1,27 +1,40 @@
 """Benchmark: does the network learn?  The whole pipeline trains on the real game, then the
 evaluate command scores its frame-mark checkpoints beside the expert and random on the same starts.
 
-    .venv/bin/python bench/learning.py [--frames N] [--marks K] [--lives L] [--eval-seed S] [--jobs J]
-                                       [--set NAME=VALUE ...] [--run-dir DIR] [--eval-only]
+    .venv/bin/python bench/learning.py [--frames N] [--marks K] [--lives L] [--bank-lives B] [--long-lives M]
+                                       [--eval-seed S] [--jobs J] [--set NAME=VALUE ...] [--run-dir DIR]
+                                       [--train-only | --eval-only]
     .venv/bin/python bench/learning.py --ablation baseline "layernorm:LAYER_NORM=1" ...
 
 Training: the services `make up` runs (tools/local_stack.py: redis, prometheus, replay, expert,
 learner, one emulator worker) on their own ports, in a fresh run folder, with today's defaults
 (the caller's learner and replay settings are ignored; --set passes one explicitly, for an
 ablation), until the learner counts N global frames; the learner keeps a checkpoint at every
-N/K frames (CHECKPOINT_EVERY_FRAMES).  Evaluation: `python -m services.emulator.evaluate` on
-those K checkpoints, `expert` and `random`, L lives each from the same seeded starts, capped at
-4,000 ticks per life.  Progress goes to stderr; the learning curve (points per life against
-frames, 95% bands, the expert and random lines) is written to DIR/learning_curve.png; the last
-stdout line is one JSON object:
-  frames, wall_s (training + evaluation), train_wall_s, eval_wall_s, lives, eval_seed,
-  curve [[frames, mean, ci95], ...], dqn_mean_score (the last checkpoint), dqn_ci95,
-  expert_mean_score, random_mean_score, dqn_over_expert.
-The default budget (800k frames, 4 marks, 30 lives) fits training plus evaluation within 70
-minutes on a 2-core machine (this is the one benchmark allowed past 10 minutes).  --eval-only
-evaluates the marks already in DIR (a run that was trained before).  --ablation judges levers
-without a full run: each arm trains 120k frames from scratch (under 10 minutes with its
-evaluation of 10 lives) with its settings, and the last line has one row per arm.
+N/K frames (CHECKPOINT_EVERY_FRAMES).  Evaluation (`python -m services.emulator.evaluate`, the
+network at epsilon 0, lives capped at 4,000 ticks), in two parts:
+  1. suites: the K checkpoints, `expert` and `random` on two suites of starts: the start of play
+     (L lives) and the hard-start bank (level starts where the expert itself dies; B lives from
+     each of its starts), every life paired by start;
+  2. long cap: the last checkpoint and the expert on the start of play with a cap of 40,000 ticks
+     (M lives), so the expert's uncensored points per life are known (at 4,000 ticks every one
+     of its lives is capped).
+The expert's lives are cached (deterministic per start), so a rerun pays only for the network.
+Progress goes to stderr; the learning curve (points per life against frames on both suites, 95%
+bands, the expert and random lines, and the last mark's rates and survival) is written to
+DIR/learning_curve.png; the last stdout line is one JSON object:
+  frames, wall_s, train_wall_s, eval_wall_s, eval_parts_wall_s {suites, long_cap}, lives,
+  bank_lives, eval_seed, curve [[frames, mean, ci95], ...] (start of play), bank_curve (the bank),
+  dqn_over_expert (mean points per life on the bank, last mark over the expert),
+  first_level_dqn_over_expert (the same on the start of play, capped: saturates at 1),
+  suites {first, bank}: {dqn, expert, random}: points per life, per 1,000 ticks, deaths per
+  10,000 ticks with intervals, levels per 1,000 ticks, capped lives, paired difference with the
+  expert; long_cap {max_ticks, lives, dqn, expert}; expert_uncensored_points_per_life;
+  expert_death_levels (where the expert's long-cap lives ended).
+The default budget (800k frames, 4 marks, 20 + 12 x 2 + 10 lives) fits training plus evaluation
+within ~75 minutes on a 2-core machine (this is the one benchmark allowed past 10 minutes).
+--train-only trains and stops; --eval-only evaluates the marks already in DIR.  --ablation judges
+levers without a full run: each arm trains 120k frames from scratch (under 10 minutes with its
+evaluation of 10 lives on the bank) with its settings, and the last line has one row per arm.
 """
 from __future__ import annotations
 
@@ -39,10 +52,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import clean_env, logger, metrics, rompath, wait_for  # noqa: E402
+from bench.learning_plot import plot  # noqa: E402
 
 PORT_OFFSET = 700          # beside a user's `make up` (ports 5555-5560, 6390, 9090, 9101-9110)
 LEARNER_METRICS = 9104 + PORT_OFFSET
 MAX_TICKS = 4000
+LONG_MAX_TICKS = 40_000
 log = logger()
 
 
@@ -91,48 +106,47 @@ def marks_of(run: Path, frames: int) -> list[Path]:
     return marks
 
 
-def evaluate(run: Path, policies: list, lives: int, seed: int, jobs: int) -> tuple[dict, float]:
-    log(f"evaluating {', '.join(Path(p).name for p in policies)}: {lives} lives each, seed {seed}, {jobs} jobs")
+def evaluate(run: Path, policies: list, lives: int, seed: int, jobs: int, *extra, name: str = "evaluation",
+             max_ticks: int = MAX_TICKS) -> tuple[dict, float]:
+    """One evaluate command (the network at epsilon 0); its JSON and wall seconds."""
+    log(f"{name}: {', '.join(Path(p).name for p in policies)}: {lives} lives, seed {seed}, cap {max_ticks}, "
+        f"{jobs} jobs {' '.join(map(str, extra))}")
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "services.emulator.evaluate", *map(str, policies),
-                             "--lives", str(lives), "--seed", str(seed), "--max-ticks", str(MAX_TICKS),
-                             "--jobs", str(jobs)], cwd=ROOT, env=clean_env(TEMPEST_ROMPATH=rompath("learning")),
+                             "--lives", str(lives), "--seed", str(seed), "--max-ticks", str(max_ticks),
+                             "--epsilon", "0", "--jobs", str(jobs), *map(str, extra)], cwd=ROOT,
+                            env=clean_env(TEMPEST_ROMPATH=rompath("learning")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:   # one line per life
         log("evaluate: " + line.rstrip())
     out = proc.stdout.read()
     if proc.wait() != 0:
         sys.exit(f"bench/learning.py: the evaluation failed (code {proc.returncode})")
-    (run / "evaluation.txt").write_text(out)
+    (run / f"{name}.txt").write_text(out)
     return json.loads(out.strip().splitlines()[-1]), time.monotonic() - t0
 
 
-def plot(path: Path, curve: list, expert: dict, random: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    x = [c[0] / 1e6 for c in curve]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(x, [c[1] for c in curve], "o-", color="C0", label="network (evaluation epsilon)")
-    ax.fill_between(x, [c[1] - c[2] for c in curve], [c[1] + c[2] for c in curve], color="C0", alpha=0.2)
-    for ref, color, name in ((expert, "C2", "expert"), (random, "C3", "random")):
-        ax.axhline(ref["mean"], color=color, ls="--", label=f"{name} {ref['mean']:.0f}")
-        ax.axhspan(ref["mean"] - ref["ci95"], ref["mean"] + ref["ci95"], color=color, alpha=0.1)
-    ax.set(xlabel="global frames (millions)", ylabel="game points per life (95% CI)", xlim=(0, None), ylim=(0, None),
-           title=f"Tempest: points per life from the same {len(expert['scores'])} starts\n"
-                 f"(lives capped at {MAX_TICKS} ticks: {expert['capped']} of the expert's)")
-    ax.legend(loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+FIGURES = ("lives", "mean", "ci95", "points_per_1k_ticks", "points_per_1k_ticks_ci95", "deaths", "ticks",
+           "deaths_per_10k_ticks", "deaths_per_10k_ticks_ci95", "levels_per_1k_ticks", "mean_level", "capped",
+           "epsilon")
+
+
+def figures(row: dict) -> dict:
+    """A policy's figures on a suite, without its lives (those stay in DIR/<part>.txt)."""
+    out = {k: row[k] for k in FIGURES}
+    if "paired" in row:
+        out["paired_with_expert"] = row["paired"]
+    return out
 
 
 def ablation(run: Path, arms: list[str], frames: int, lives: int, seed: int, jobs: int) -> None:
     """Each arm (NAME or NAME:SETTING=VALUE,...; the first is usually the baseline) trains `frames`
-    frames from scratch in its own run folder, and its last checkpoint is evaluated; the expert and
-    random once.  Last line: one JSON object with a row per arm."""
+    frames from scratch in its own run folder, and its last checkpoint is evaluated on the start of
+    play (`lives` lives) and the bank (one life per start); the expert and random once.  Last
+    line: one JSON object with a row per arm."""
     run.mkdir(parents=True, exist_ok=True)
-    refs, _ = evaluate(run, ["expert", "random"], lives, seed, jobs)
+    bank = ("--starts", "all", "--bank-lives", 1)
+    refs, _ = evaluate(run, ["expert", "random"], lives, seed, jobs, *bank, name="references")
     rows = []
     for arm in arms:
         name, _, spec = arm.partition(":")
@@ -140,21 +154,28 @@ def ablation(run: Path, arms: list[str], frames: int, lives: int, seed: int, job
         arm_run = run / name
         arm_run.mkdir(parents=True, exist_ok=True)
         train_s = train(arm_run, frames, 1, settings)
-        result, eval_s = evaluate(arm_run, marks_of(arm_run, frames)[-1:], lives, seed, jobs)
-        row = result["policies"][0]
-        rows.append({"arm": name, "settings": settings, "frames": row["frames"], "mean": row["mean"],
-                     "ci95": row["ci95"], "train_wall_s": round(train_s), "eval_wall_s": round(eval_s)})
-        log(f"arm {name}: {row['mean']:.0f} ± {row['ci95']:.0f} points per life at {row['frames']:,} frames")
-    expert, random = refs["policies"]
+        result, eval_s = evaluate(arm_run, marks_of(arm_run, frames)[-1:], lives, seed, jobs, *bank)
+        first, hard = (result["suites"][k]["policies"][0] for k in ("first", "bank"))
+        rows.append({"arm": name, "settings": settings, "frames": first["frames"], "mean": first["mean"],
+                     "ci95": first["ci95"], "bank_mean": hard["mean"], "bank_ci95": hard["ci95"],
+                     "bank_deaths_per_10k_ticks": hard["deaths_per_10k_ticks"],
+                     "train_wall_s": round(train_s), "eval_wall_s": round(eval_s)})
+        log(f"arm {name}: {first['mean']:.0f} ± {first['ci95']:.0f} points per life from the start of play, "
+            f"{hard['mean']:.0f} ± {hard['ci95']:.0f} on the bank, at {first['frames']:,} frames")
+    (expert, random), (bank_expert, bank_random) = (refs["suites"][k]["policies"] for k in ("first", "bank"))
     print(json.dumps({"ablation": rows, "lives": lives, "eval_seed": seed, "expert_mean_score": expert["mean"],
-                      "random_mean_score": random["mean"]}))
+                      "random_mean_score": random["mean"], "bank_expert_mean_score": bank_expert["mean"],
+                      "bank_random_mean_score": bank_random["mean"]}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=800_000, help="training budget in global frames")
     ap.add_argument("--marks", type=int, default=4, help="checkpoints evaluated along the way (>= 4 for a curve)")
-    ap.add_argument("--lives", type=int, default=30, help="lives per policy and checkpoint")
+    ap.add_argument("--lives", type=int, default=20, help="lives per policy and checkpoint from the start of play")
+    ap.add_argument("--bank-lives", type=int, default=2, help="lives per policy and checkpoint from each bank start")
+    ap.add_argument("--long-lives", type=int, default=10, help=f"lives of the last mark and the expert at the "
+                    f"{LONG_MAX_TICKS:,}-tick cap (0: skip that part)")
     ap.add_argument("--eval-seed", type=int, default=2026, help="seed of the evaluation's no-op starts")
     ap.add_argument("--jobs", type=int, default=2, help="MAMEs evaluating at once")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for the run")
@@ -173,9 +194,10 @@ def main() -> None:
         run = Path(args.run_dir or ROOT / "run" / time.strftime("ablation-%Y%m%d-%H%M%S")).resolve()
         return ablation(run, args.ablation, frames, lives, args.eval_seed, args.jobs)
     settings = dict(item.split("=", 1) for item in args.set)
-    if args.frames < args.marks or args.marks < 1 or args.lives < 2 or any(not re.fullmatch(r"[A-Z_0-9]+", k)
-                                                                           for k in settings):
-        ap.error("need --frames >= --marks >= 1, --lives >= 2, and --set NAME=VALUE with an upper-case NAME")
+    if args.frames < args.marks or args.marks < 1 or args.lives < 2 or args.bank_lives < 1 or args.long_lives < 0 \
+            or args.train_only and args.eval_only or any(not re.fullmatch(r"[A-Z_0-9]+", k) for k in settings):
+        ap.error("need --frames >= --marks >= 1, --lives >= 2, --bank-lives >= 1, --long-lives >= 0, not both "
+                 "--train-only and --eval-only, and --set NAME=VALUE with an upper-case NAME")
     run = Path(args.run_dir or ROOT / "run" / time.strftime("learning-%Y%m%d-%H%M%S")).resolve()
     if args.eval_only and not run.is_dir():
         ap.error(f"--eval-only needs an existing --run-dir, {run} is not one")
@@ -190,19 +212,44 @@ def main() -> None:
     if args.train_only:
         log(f"training {train_s / 60:.1f} min; evaluate with --eval-only --run-dir {run}")
         return
-    result, eval_s = evaluate(run, [*marks_of(run, args.frames), "expert", "random"], args.lives, args.eval_seed,
-                              args.jobs)
-    rows = {Path(p["policy"]).name if p["frames"] is not None else p["policy"]: p for p in result["policies"]}
-    curve = [[p["frames"], p["mean"], p["ci95"]] for p in result["policies"] if p["frames"] is not None]
-    dqn, expert, random = curve[-1], rows["expert"], rows["random"]
-    plot(run / "learning_curve.png", curve, expert, random)
-    log(f"training {train_s / 60:.1f} min, evaluation {eval_s / 60:.1f} min; curve: {run / 'learning_curve.png'}")
-    print(json.dumps({"frames": curve[-1][0], "wall_s": round(train_s + eval_s), "train_wall_s": round(train_s),
-                      "eval_wall_s": round(eval_s), "lives": args.lives, "eval_seed": args.eval_seed, "curve": curve,
-                      "dqn_mean_score": dqn[1], "dqn_ci95": dqn[2], "expert_mean_score": expert["mean"],
-                      "random_mean_score": random["mean"],
-                      "dqn_over_expert": round(dqn[1] / expert["mean"], 3) if expert["mean"] else None,
+    marks = marks_of(run, args.frames)
+    result, suites_s = evaluate(run, [*marks, "expert", "random"], args.lives, args.eval_seed, args.jobs,
+                                "--starts", "all", "--bank-lives", args.bank_lives, name="evaluation")
+    long, long_s = ({}, 0.0) if not args.long_lives else evaluate(
+        run, [marks[-1], "expert"], args.long_lives, args.eval_seed, args.jobs, name="long-cap",
+        max_ticks=LONG_MAX_TICKS)
+    summary = summarize(result, long, args)
+    plot(run / "learning_curve.png", summary, MAX_TICKS)
+    log(f"training {train_s / 60:.1f} min, evaluation {suites_s / 60:.1f} min (suites) + {long_s / 60:.1f} min "
+        f"(long cap); curve: {run / 'learning_curve.png'}")
+    print(json.dumps({"frames": summary["curve"][-1][0], "wall_s": round(train_s + suites_s + long_s),
+                      "train_wall_s": round(train_s), "eval_wall_s": round(suites_s + long_s),
+                      "eval_parts_wall_s": {"suites": round(suites_s), "long_cap": round(long_s)}, **summary,
                       "settings": settings}))
+
+
+def summarize(result: dict, long: dict, args) -> dict:
+    """The benchmark's figures from the two evaluate commands' JSON."""
+    out = {"lives": args.lives, "bank_lives": args.bank_lives, "eval_seed": args.eval_seed, "suites": {}}
+    ratios = {}
+    for name, suite in result["suites"].items():
+        rows = suite["policies"]
+        nets = [r for r in rows if r["frames"] is not None]
+        by = {r["policy"]: r for r in rows}
+        out["curve" if name == "first" else "bank_curve"] = [[r["frames"], r["mean"], r["ci95"]] for r in nets]
+        out["suites"][name] = {"dqn": figures(nets[-1]), "expert": figures(by["expert"]),
+                               "random": figures(by["random"]), "dqn_frames": nets[-1]["frames"],
+                               "marks": [figures(r) | {"frames": r["frames"]} for r in nets]}
+        expert_mean = by["expert"]["mean"]
+        ratios[name] = round(nets[-1]["mean"] / expert_mean, 3) if expert_mean else None
+    out["dqn_over_expert"], out["first_level_dqn_over_expert"] = ratios.get("bank"), ratios.get("first")
+    if long:
+        rows = long["policies"]
+        dqn, expert = figures(rows[0]), figures(rows[1])
+        out["long_cap"] = {"max_ticks": long["max_ticks"], "lives": long["lives"], "dqn": dqn, "expert": expert}
+        out["expert_uncensored_points_per_life"] = expert["mean"] if expert["capped"] == 0 else None
+        out["expert_death_levels"] = [life["level"] for life in rows[1]["lives_detail"] if not life["capped"]]
+    return out
 
 
 if __name__ == "__main__":
