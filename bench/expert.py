@@ -3,7 +3,8 @@
 Run as `.venv/bin/python bench/expert.py` (no arguments).  Progress goes to stderr; the last
 stdout line is one JSON object:
   expert_mean_score   game points per life, expert (pure policy, in process)
-  random_mean_score   game points per life, uniform over the 44 joint actions
+  random_mean_score   game points per life, uniform over the 22 non-zap joint actions (the project's
+                      rule for random actions: tempest_common.actions.random_actions)
   score_ratio         expert / random
   expert_mean_level   mean level (1-based) reached by the expert's lives
   lives               lives played per policy
@@ -34,7 +35,7 @@ from bench.harness import free_port, logger, rompath, stop_proc  # noqa: E402
 from services.emulator.gym_env import TempestEnv  # noqa: E402
 from services.expert.client import ExpertClient  # noqa: E402
 from services.expert.policy import expert_action  # noqa: E402
-from tempest_common.actions import NOOP  # noqa: E402
+from tempest_common.actions import NOOP, random_actions  # noqa: E402
 from tempest_common.game_state import GameState, decode_ram  # noqa: E402
 
 LIVES = 10
@@ -59,7 +60,7 @@ def play_lives(env: TempestEnv, policy: str, rng: np.random.Generator, recorded:
                 if len(recorded) < 4096 and tick % 3 == 0:
                     recorded.append(state)
             else:
-                action = int(rng.integers(0, env.action_space.n))
+                action = int(random_actions(rng, 1)[0])
             _, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 break
