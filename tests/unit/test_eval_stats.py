@@ -76,3 +76,23 @@ def test_summary_of_lives():
     assert s["levels_per_1k_ticks"] == 1.5   # 1 + 2 + 0 levels cleared in 2,000 ticks
     lo, hi = s["deaths_per_10k_ticks_ci95"]
     assert lo < 10 < hi
+
+
+def test_report_rows_pair_each_policy_with_the_expert_or_the_first():
+    from services.emulator.eval_report import suite_rows
+
+    def lives(points, ticks):
+        return [{"points": p, "ticks": t, "capped": t >= 4000, "start_level": 13, "level": 13}
+                for p, t in zip(points, ticks)]
+    by = {"net.pt": lives([900, 2100, 3000], [300, 900, 1200]), "expert": lives([1000, 2000, 3200], [400, 800, 1300]),
+          "random": lives([100, 300, 200], [50, 90, 70])}
+    rows = suite_rows(["net.pt", "expert", "random"], {"net.pt": 800_000}, {"net.pt": 0.0, "expert": 0.0,
+                                                                             "random": 1.0}, by)
+    net, expert, random = rows
+    assert "paired" not in expert and net["paired"]["against"] == random["paired"]["against"] == "expert"
+    assert net["paired"]["points_diff"] == round((-100 + 100 - 200) / 3, 1)
+    assert net["paired"]["ticks_diff"] == round((-100 + 100 - 100) / 3, 1)
+    assert net["frames"] == 800_000 and expert["frames"] is None and random["epsilon"] == 1.0
+    assert net["scores"] == [900, 2100, 3000] and net["lives_detail"] == by["net.pt"]
+    alone = suite_rows(["random", "net.pt"], {}, {"net.pt": 0.0, "random": 1.0}, by)
+    assert "paired" not in alone[0] and alone[1]["paired"]["against"] == "random"
