@@ -114,6 +114,8 @@ def play_life(session: GameSession, player: Player, noops: int, max_ticks: int, 
     tick, prev, ticks = session.restart(slot), None, 0
     start_score, start_level = tick.score, tick.level + 1
     for _ in range(noops):
+        if not tick.decides:   # a death within the no-op ticks: the life is over before the policy acts
+            break
         session.act(NOOP)
         prev, tick = tick.ram, session.next_decision()
     while tick.decides and ticks < max_ticks:
