@@ -30,7 +30,7 @@ DIR/learning_curve.png; the last stdout line is one JSON object:
   10,000 ticks with intervals, levels per 1,000 ticks, capped lives, paired difference with the
   expert; long_cap {max_ticks, lives, dqn, expert}; expert_uncensored_points_per_life;
   expert_death_levels (where the expert's long-cap lives ended).
-The default budget (800k frames, 4 marks, 20 + 12 x 2 + 10 lives) fits training plus evaluation
+The default budget (800k frames, 4 marks, 10 + 12 x 2 + 10 lives) fits training plus evaluation
 within ~75 minutes on a 2-core machine (this is the one benchmark allowed past 10 minutes).
 --train-only trains and stops; --eval-only evaluates the marks already in DIR.  --ablation judges
 levers without a full run: each arm trains 120k frames from scratch (under 10 minutes with its
@@ -172,7 +172,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=800_000, help="training budget in global frames")
     ap.add_argument("--marks", type=int, default=4, help="checkpoints evaluated along the way (>= 4 for a curve)")
-    ap.add_argument("--lives", type=int, default=20, help="lives per policy and checkpoint from the start of play")
+    ap.add_argument("--lives", type=int, default=10, help="lives per policy and checkpoint from the start of play")
     ap.add_argument("--bank-lives", type=int, default=2, help="lives per policy and checkpoint from each bank start")
     ap.add_argument("--long-lives", type=int, default=10, help=f"lives of the last mark and the expert at the "
                     f"{LONG_MAX_TICKS:,}-tick cap (0: skip that part)")

@@ -1,7 +1,8 @@
 """Evaluate policies on the real game, life by life, from the same seeded starts.
 
     python -m services.emulator.evaluate POLICY [POLICY ...] [--lives 30] [--seed 0] [--max-ticks 4000]
-                                         [--starts first|bank|all] [--epsilon E] [--random-zap] [--jobs N]
+                                         [--starts first|bank|all] [--bank-lives B] [--epsilon E]
+                                         [--random-zap] [--jobs N]
                                          [--expert-addr URL] [--no-cache] [--video OUT.mng]
 
 POLICY is a learner checkpoint (the network, epsilon-greedy with the evaluation epsilon: the
@@ -11,9 +12,10 @@ drawn among the 22 non-zap actions unless --random-zap, as in training (RANDOM_Z
 
 Suites of starts (--starts): `first`, the save state at the start of play (first level); `bank`,
 the hard-start bank (start_bank.py: the first tick of levels where the expert itself dies, built
-into the cache folder on first use); `all`, both.  --lives L lives are played from each start,
-life i after a no-op offset of 0-30 ticks drawn from --seed, and life i of every policy starts
-from the same point (paired).  Every policy plays by the worker's rules (GameSession: the
+into the cache folder on first use); `all`, both.  --lives L lives are played from the start of
+play and --bank-lives (default L) from each bank start, life i after a no-op offset of 0-30 ticks
+drawn from --seed (no offset twice within 31 lives), and life i of every policy starts from the
+same point (paired).  Every policy plays by the worker's rules (GameSession: the
 superzapper gate for all).  A life ends at its death edge, or is capped after --max-ticks
 decision ticks (its points so far count; a capped life is no death).
 
@@ -214,8 +216,13 @@ def main(argv=None) -> int:
 
 
 def noop_starts(seed: int, lives: int) -> list[int]:
-    """Life i from every start, of every policy, begins with noop_starts[i] no-op ticks."""
-    return np.random.default_rng(seed).integers(0, NOOP_STARTS, lives).tolist()
+    """Life i from every start, of every policy, begins with noop_starts[i] no-op ticks: the 31
+    offsets in a seeded order, each once before any repeats.  A deterministic policy (the expert, a
+    network at epsilon 0) plays the same life from the same offset, so a repeated offset would
+    count one life twice and shrink its interval by pretence: up to 31 lives per start are distinct."""
+    rng = np.random.default_rng(seed)
+    rounds = -(-lives // NOOP_STARTS)
+    return np.concatenate([rng.permutation(NOOP_STARTS) for _ in range(rounds)])[:lives].tolist()
 
 
 def plan(policies: list[str], args, bank) -> dict[str, dict]:

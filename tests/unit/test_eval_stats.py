@@ -96,3 +96,14 @@ def test_report_rows_pair_each_policy_with_the_expert_or_the_first():
     assert net["scores"] == [900, 2100, 3000] and net["lives_detail"] == by["net.pt"]
     alone = suite_rows(["random", "net.pt"], {}, {"net.pt": 0.0, "random": 1.0}, by)
     assert "paired" not in alone[0] and alone[1]["paired"]["against"] == "random"
+
+
+def test_no_op_offsets_do_not_repeat_within_31_lives():
+    from services.emulator.evaluate import NOOP_STARTS, noop_starts
+    for seed in range(20):
+        offsets = noop_starts(seed, 31)
+        assert sorted(offsets) == list(range(NOOP_STARTS)), "a deterministic policy would replay a repeated offset"
+        assert noop_starts(seed, 12) == offsets[:12]
+    assert noop_starts(1, 20) != noop_starts(2, 20)
+    many = noop_starts(3, 70)   # beyond 31 lives each offset comes once per round
+    assert sorted(many[:31]) == sorted(many[31:62]) == list(range(NOOP_STARTS))
